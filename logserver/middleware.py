@@ -1,0 +1,31 @@
+"""Refuse oversize bodies before Django or DRF reads a byte of them."""
+
+from django.conf import settings
+from django.http import JsonResponse
+
+LIMITED_PREFIXES = ("/api/", "/loki/")
+
+
+class BodySizeLimitMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path.startswith(LIMITED_PREFIXES):
+            limit = settings.INGEST_MAX_BODY_BYTES
+            try:
+                length = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                return JsonResponse(
+                    {"error": "invalid", "message": "Content-Length is not a number"}, status=400
+                )
+            if length > limit:
+                return JsonResponse(
+                    {
+                        "error": "payload_too_large",
+                        "message": f"request body of {length} bytes exceeds the limit of "
+                        f"{limit} bytes; send smaller chunks or use several bulk requests",
+                    },
+                    status=413,
+                )
+        return self.get_response(request)

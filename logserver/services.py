@@ -1,0 +1,197 @@
+"""The ingest hot path: apply one validated event exactly once.
+
+Each event is applied in one transaction together with its idempotency row,
+so an acknowledged event is committed, and a re-sent one is recognised and
+not applied twice.
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from logserver.models import IngestEvent, IngestToken, LogChunk
+from prodmon import services as production
+from prodmon.models import Attempt, Experiment
+
+
+@dataclass(frozen=True)
+class IngestOutcome:
+    event_id: str
+    status: str  # "accepted" or "duplicate"
+    attempt: Attempt | None = None
+    note: str = ""
+
+
+class _AlreadyApplied(Exception):
+    """Raised inside the event transaction to roll back a re-sent event."""
+
+
+def _event_claim(*, experiment_id: int, event_id: str, kind: str, attempt_id: int) -> bool:
+    """Insert the idempotency row; False when the event id was seen before.
+
+    One statement on both PostgreSQL and SQLite (>= 3.35). A concurrent
+    duplicate waits on the unique index until the first commits, then loses.
+    """
+    table = IngestEvent._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (experiment_id, event_id, kind, attempt_id, received_at) "  # noqa: S608
+            "VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (experiment_id, event_id) DO NOTHING RETURNING id",
+            [experiment_id, event_id, kind, attempt_id, timezone.now()],
+        )
+        return cursor.fetchone() is not None
+
+
+def log_chunk_store(*, attempt: Attempt, offset: int, data: bytes) -> None:
+    """Store a log chunk at its byte offset; a re-sent chunk is a no-op."""
+    if not data:
+        return
+    LogChunk.objects.bulk_create(
+        [LogChunk(attempt=attempt, offset=offset, length=len(data), data=data)],
+        ignore_conflicts=True,
+    )
+
+
+def _metrics(data: dict) -> production.Metrics:
+    return production.Metrics(**(data.get("metrics") or {}))
+
+
+def _identity(data: dict) -> production.AttemptIdentity:
+    return production.AttemptIdentity(
+        campaign=data["campaign"], stage=data["stage"], job=data["job"], attempt=data["attempt"]
+    )
+
+
+def _apply(*, experiment: Experiment, kind: str, data: dict, at: dt.datetime) -> tuple[Attempt, str]:
+    identity = _identity(data)
+    log = data.get("log")
+    log_end = log["offset"] + len(log["bytes"]) if log else None
+    note = ""
+    if kind == "start":
+        attempt = production.attempt_record_start(
+            experiment=experiment,
+            identity=identity,
+            at=at,
+            hostname=data["host"],
+            site=data.get("site", ""),
+            node_properties=data.get("node"),
+            cores=data.get("cores"),
+            batch_id=data.get("batch_id", ""),
+        )
+    elif kind == "heartbeat":
+        attempt = production.attempt_record_heartbeat(
+            experiment=experiment, identity=identity, at=at, metrics=_metrics(data), log_end=log_end
+        )
+    elif kind == "end":
+        outputs = [
+            production.OutputSpec(
+                name=o["name"],
+                size=o["size"],
+                checksum=o.get("checksum", ""),
+                events=o.get("events"),
+                parents=tuple(o.get("parents", ())),
+            )
+            for o in data.get("outputs", ())
+        ]
+        attempt, applied = production.attempt_record_end(
+            experiment=experiment,
+            identity=identity,
+            at=at,
+            exit_code=data.get("exit_code"),
+            signal=data.get("signal"),
+            metrics=_metrics(data),
+            outputs=outputs,
+            reported_success=data.get("success"),
+            log_end=log_end,
+        )
+        if not applied:
+            note = "attempt had already ended; the first end event stands"
+        elif attempt.is_duplicate_completion:
+            note = "duplicate completion: the job had already succeeded"
+    else:
+        raise ValueError(f"unknown event kind {kind!r}")
+    if log:
+        log_chunk_store(attempt=attempt, offset=log["offset"], data=log["bytes"])
+    return attempt, note
+
+
+def event_ingest(*, token: IngestToken, kind: str, data: dict) -> IngestOutcome:
+    """Apply one validated event (see logserver.serializers) for the token's experiment.
+
+    Raises prodmon.services.IdentityError when the event names an unknown or
+    mismatched campaign, stage, job or attempt.
+    """
+    experiment = token.experiment
+    at = data.get("time") or timezone.now()
+    try:
+        with transaction.atomic():
+            attempt, note = _apply(experiment=experiment, kind=kind, data=data, at=at)
+            if not _event_claim(
+                experiment_id=experiment.pk,
+                event_id=data["event_id"],
+                kind=kind,
+                attempt_id=attempt.pk,
+            ):
+                raise _AlreadyApplied
+            if kind == "end" and note == "":
+                stage_id = attempt.job.stage_id
+                transaction.on_commit(lambda: _after_attempt_end(stage_id))
+    except _AlreadyApplied:
+        return IngestOutcome(event_id=data["event_id"], status="duplicate")
+    return IngestOutcome(event_id=data["event_id"], status="accepted", attempt=attempt, note=note)
+
+
+def _after_attempt_end(stage_id: int) -> None:
+    from prodmon.tasks import stage_progress_sample_task
+
+    # Monitoring side work must never fail an acknowledged ingest.
+    try:
+        stage_progress_sample_task.delay(stage_id)
+    except Exception:  # noqa: BLE001 - broker down: the periodic sweep catches up
+        import logging
+
+        logging.getLogger(__name__).exception("could not enqueue progress sample")
+
+
+def token_create(*, experiment: Experiment, name: str, scopes: list[str], created_by=None):
+    """Create a token. Returns (token, raw): the raw value is shown once, never stored."""
+    raw = IngestToken.generate_raw()
+    from logserver.models import token_digest
+
+    unknown = set(scopes) - set(IngestToken.Scope.values)
+    if unknown:
+        raise ValueError(f"unknown token scopes: {', '.join(sorted(unknown))}")
+    token = IngestToken.objects.create(
+        experiment=experiment,
+        name=name,
+        prefix=raw[:10],
+        token_hash=token_digest(raw),
+        scopes=sorted(set(scopes)),
+        created_by=created_by,
+    )
+    production.audit_record(
+        actor=created_by,
+        action="token.create",
+        experiment=experiment,
+        target=token,
+        params={"name": name, "scopes": token.scopes},
+        result="created",
+    )
+    return token, raw
+
+
+def token_revoke(*, token: IngestToken, revoked_by=None) -> IngestToken:
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    production.audit_record(
+        actor=revoked_by,
+        action="token.revoke",
+        experiment=token.experiment,
+        target=token,
+        result="revoked",
+    )
+    return token

@@ -1,0 +1,11 @@
+"""The one Celery app. Each domain keeps its tasks in its own tasks.py."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "prodmon.settings.embedded")
+
+app = Celery("prodmon")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

@@ -1,0 +1,129 @@
+"""Reads of the production model, always scoped to what the caller may see."""
+
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Count, QuerySet
+
+from prodmon.models import Attempt, Campaign, Experiment, Job, Membership, Role, Stage
+
+JOB_STATES = [s.value for s in Job.State]
+
+
+def experiment_ids_for_user(*, user: AbstractBaseUser, min_role: int = Role.VIEWER) -> set[int]:
+    if not user.is_authenticated:
+        return set()
+    if user.is_superuser:
+        return set(Experiment.objects.values_list("pk", flat=True))
+    return set(
+        Membership.objects.filter(user=user, role__gte=min_role).values_list(
+            "experiment_id", flat=True
+        )
+    )
+
+
+def user_role(*, user: AbstractBaseUser, experiment_id: int) -> int | None:
+    """The user's role in an experiment, or None. Superusers are admins everywhere."""
+    if not user.is_authenticated:
+        return None
+    if user.is_superuser:
+        return Role.ADMIN
+    return (
+        Membership.objects.filter(user=user, experiment_id=experiment_id)
+        .values_list("role", flat=True)
+        .first()
+    )
+
+
+def experiment_list(*, user: AbstractBaseUser) -> QuerySet[Experiment]:
+    return Experiment.objects.filter(pk__in=experiment_ids_for_user(user=user))
+
+
+def campaign_list(*, experiment_ids: set[int], state: str | None = None) -> QuerySet[Campaign]:
+    qs = Campaign.objects.filter(experiment_id__in=experiment_ids).select_related("experiment")
+    if state:
+        qs = qs.filter(state=state)
+    return qs
+
+
+@dataclass
+class StageProgress:
+    stage: Stage
+    counts: dict[str, int]
+    total: int
+    expected: int
+
+    def pct(self, state: str) -> float:
+        return 100.0 * self.counts.get(state, 0) / self.denominator if self.denominator else 0.0
+
+    @property
+    def denominator(self) -> int:
+        return max(self.expected, self.total)
+
+    @property
+    def pct_complete(self) -> float:
+        return self.pct(Job.State.SUCCEEDED)
+
+    @property
+    def is_complete(self) -> bool:
+        return self.denominator > 0 and self.pct_complete >= self.stage.completion_pct
+
+    def bars(self) -> list[tuple[str, int, float]]:
+        """(state, count, percent of expected) for the progress bar, in display order."""
+        order = ["succeeded", "failed", "running", "queued", "pending"]
+        return [(s, self.counts.get(s, 0), self.pct(s)) for s in order]
+
+
+def stage_job_counts(*, stage_ids: list[int]) -> dict[int, dict[str, int]]:
+    counts: dict[int, dict[str, int]] = {sid: dict.fromkeys(JOB_STATES, 0) for sid in stage_ids}
+    rows = (
+        Job.objects.filter(stage_id__in=stage_ids)
+        .values("stage_id", "state")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    for row in rows:
+        counts[row["stage_id"]][row["state"]] = row["n"]
+    return counts
+
+
+def stage_progress_list(*, stages: list[Stage]) -> list[StageProgress]:
+    counts = stage_job_counts(stage_ids=[s.pk for s in stages])
+    return [
+        StageProgress(
+            stage=s,
+            counts=counts[s.pk],
+            total=sum(counts[s.pk].values()),
+            expected=s.expected_jobs,
+        )
+        for s in stages
+    ]
+
+
+def campaign_progress(*, campaigns: list[Campaign]) -> dict[int, list[StageProgress]]:
+    stages = list(
+        Stage.objects.filter(campaign__in=campaigns).prefetch_related("depends_on").order_by(
+            "campaign_id", "order", "name"
+        )
+    )
+    progress = stage_progress_list(stages=stages)
+    out: dict[int, list[StageProgress]] = {c.pk: [] for c in campaigns}
+    for item in progress:
+        out[item.stage.campaign_id].append(item)
+    return out
+
+
+def job_list(*, experiment_ids: set[int]) -> QuerySet[Job]:
+    return Job.objects.filter(stage__campaign__experiment_id__in=experiment_ids).select_related(
+        "stage__campaign__experiment", "good_attempt"
+    )
+
+
+def attempt_list(*, experiment_ids: set[int]) -> QuerySet[Attempt]:
+    return Attempt.objects.filter(
+        job__stage__campaign__experiment_id__in=experiment_ids
+    ).select_related("job__stage__campaign__experiment", "node")
+
+
+def attempt_get(*, uid, experiment_ids: set[int]) -> Attempt | None:
+    return attempt_list(experiment_ids=experiment_ids).filter(uid=uid).first()

@@ -1,0 +1,488 @@
+"""Writes to the production model.
+
+Lock order, everywhere: a Job row before any of its Attempt rows. Heartbeats
+lock only the attempt and never touch the job, so no two paths can deadlock.
+"""
+
+import datetime as dt
+import hashlib
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from prodmon.models import (
+    Attempt,
+    AuditEntry,
+    Campaign,
+    ConfigSnapshot,
+    Experiment,
+    Job,
+    Membership,
+    Node,
+    OutputFile,
+    Role,
+    Stage,
+    StageProgressSample,
+)
+
+OPEN_STATUSES = (Attempt.Status.QUEUED, Attempt.Status.RUNNING)
+# A node's last_seen is refreshed at most this often, to keep heartbeats cheap.
+NODE_TOUCH_INTERVAL = dt.timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class AttemptIdentity:
+    """Who an event is about: names as the job knows them, plus the attempt uid."""
+
+    campaign: str
+    stage: str
+    job: str
+    attempt: uuid.UUID
+
+
+class IdentityError(Exception):
+    """An event names something that does not exist or does not match.
+
+    `field` is the request field at fault; `status` the HTTP status to answer.
+    """
+
+    def __init__(self, field: str, message: str, status: int = 404):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Metrics:
+    wall_s: float | None = None
+    cpu_s: float | None = None
+    peak_rss_bytes: int | None = None
+    disk_bytes: int | None = None
+    events_processed: int | None = None
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    size: int
+    checksum: str = ""
+    events: int | None = None
+    parents: tuple[str, ...] = ()
+
+
+# --- experiments, memberships, campaigns, stages ------------------------------
+
+
+def experiment_create(*, name: str, title: str = "") -> Experiment:
+    return Experiment.objects.create(name=name, title=title)
+
+
+def membership_set(*, user: AbstractBaseUser, experiment: Experiment, role: Role) -> Membership:
+    membership, _ = Membership.objects.update_or_create(
+        user=user, experiment=experiment, defaults={"role": role}
+    )
+    return membership
+
+
+def campaign_create(
+    *, experiment: Experiment, name: str, title: str = "", description: str = ""
+) -> Campaign:
+    return Campaign.objects.create(
+        experiment=experiment, name=name, title=title, description=description
+    )
+
+
+def stage_create(
+    *,
+    campaign: Campaign,
+    name: str,
+    order: int = 0,
+    job_type: str = "",
+    expected_jobs: int = 0,
+    completion_pct: int = 95,
+    depends_on: Iterable[Stage] = (),
+    command: str | None = None,
+    release: str = "",
+    environment: dict | None = None,
+    config_files: dict[str, str] | None = None,
+) -> Stage:
+    """Create a stage and, when a command is given, its immutable config snapshot."""
+
+    with transaction.atomic():
+        stage = Stage.objects.create(
+            campaign=campaign,
+            name=name,
+            order=order,
+            job_type=job_type,
+            expected_jobs=expected_jobs,
+            completion_pct=completion_pct,
+        )
+        parents = list(depends_on)
+        for parent in parents:
+            if parent.campaign_id != campaign.pk:
+                raise ValueError(f"stage {parent} is not in campaign {campaign}")
+        stage.depends_on.set(parents)
+        if command is not None:
+            files = [
+                {
+                    "name": fname,
+                    "content": content,
+                    "sha256": hashlib.sha256(content.encode()).hexdigest(),
+                }
+                for fname, content in sorted((config_files or {}).items())
+            ]
+            ConfigSnapshot.objects.create(
+                stage=stage,
+                command=command,
+                release=release,
+                environment=environment or {},
+                files=files,
+            )
+    return stage
+
+
+def audit_record(
+    *,
+    actor: AbstractBaseUser | None,
+    action: str,
+    experiment: Experiment | None = None,
+    target: object | None = None,
+    params: dict | None = None,
+    result: str = "",
+    actor_label: str = "",
+) -> AuditEntry:
+    label = actor_label or (actor.get_username() if actor is not None else "system")
+    return AuditEntry.objects.create(
+        actor=actor if actor is not None and actor.is_authenticated else None,
+        actor_label=label,
+        experiment=experiment,
+        action=action,
+        target_type=type(target).__name__.lower() if target is not None else "",
+        target_id=str(getattr(target, "pk", "")) if target is not None else "",
+        params=params or {},
+        result=result,
+    )
+
+
+# --- nodes --------------------------------------------------------------------
+
+
+def node_upsert(*, hostname: str, site: str, properties: dict, at: dt.datetime) -> Node:
+    node = Node.objects.filter(hostname=hostname).first()
+    if node is None:
+        try:
+            with transaction.atomic():
+                return Node.objects.create(
+                    hostname=hostname, site=site, properties=properties, first_seen=at, last_seen=at
+                )
+        except IntegrityError:
+            # Another event for the same new node won the race.
+            node = Node.objects.get(hostname=hostname)
+    changed = {}
+    if site and node.site != site:
+        changed["site"] = site
+    merged = {**node.properties, **properties}
+    if merged != node.properties:
+        changed["properties"] = merged
+    if at - node.last_seen > NODE_TOUCH_INTERVAL:
+        changed["last_seen"] = at
+    if changed:
+        Node.objects.filter(pk=node.pk).update(**changed)
+        for key, value in changed.items():
+            setattr(node, key, value)
+    return node
+
+
+# --- attempts -----------------------------------------------------------------
+
+
+def _stage_resolve(*, experiment: Experiment, identity: AttemptIdentity) -> Stage:
+    stage = (
+        Stage.objects.select_related("campaign")
+        .filter(campaign__experiment=experiment, campaign__name=identity.campaign, name=identity.stage)
+        .first()
+    )
+    if stage is None:
+        if not Campaign.objects.filter(experiment=experiment, name=identity.campaign).exists():
+            raise IdentityError(
+                "campaign", f"experiment {experiment.name!r} has no campaign {identity.campaign!r}"
+            )
+        raise IdentityError(
+            "stage", f"campaign {identity.campaign!r} has no stage {identity.stage!r}"
+        )
+    return stage
+
+
+def _check_identity(attempt: Attempt, *, experiment: Experiment, identity: AttemptIdentity) -> None:
+    job = attempt.job
+    stage = job.stage
+    if (
+        stage.campaign.experiment_id != experiment.pk
+        or stage.campaign.name != identity.campaign
+        or stage.name != identity.stage
+        or job.key != identity.job
+    ):
+        raise IdentityError(
+            "attempt",
+            f"attempt {identity.attempt} belongs to another job, not "
+            f"{identity.campaign}/{identity.stage}/{identity.job}",
+            status=409,
+        )
+
+
+def _attempt_find(*, identity: AttemptIdentity, lock: bool) -> Attempt | None:
+    qs = Attempt.objects.select_related("job__stage__campaign").filter(uid=identity.attempt)
+    if lock:
+        qs = qs.select_for_update(of=("self",))
+    return qs.first()
+
+
+def _job_lock(*, stage: Stage, key: str, create: bool) -> Job:
+    job = Job.objects.select_for_update().filter(stage=stage, key=key).first()
+    if job is not None:
+        return job
+    if not create:
+        raise IdentityError("job", f"stage {stage} has no job {key!r}")
+    try:
+        with transaction.atomic():
+            Job.objects.create(stage=stage, key=key)
+    except IntegrityError:
+        pass  # created concurrently; lock the winner's row below
+    return Job.objects.select_for_update().get(stage=stage, key=key)
+
+
+def _attempt_locked_with_job(
+    *, experiment: Experiment, identity: AttemptIdentity, create_job: bool = True
+) -> tuple[Job, Attempt]:
+    """Lock the job, then the attempt (creating either when new). Job first, always."""
+    existing = _attempt_find(identity=identity, lock=False)
+    if existing is not None:
+        _check_identity(existing, experiment=experiment, identity=identity)
+        job = Job.objects.select_for_update().get(pk=existing.job_id)
+        attempt = _attempt_find(identity=identity, lock=True)
+        return job, attempt
+    stage = _stage_resolve(experiment=experiment, identity=identity)
+    job = _job_lock(stage=stage, key=identity.job, create=create_job)
+    # Another event for this attempt may have created it while we waited.
+    attempt = _attempt_find(identity=identity, lock=True)
+    if attempt is not None:
+        _check_identity(attempt, experiment=experiment, identity=identity)
+        return job, attempt
+    job.attempt_count = F("attempt_count") + 1
+    job.save(update_fields=["attempt_count", "updated_at"])
+    job.refresh_from_db(fields=["attempt_count"])
+    attempt = Attempt.objects.create(uid=identity.attempt, job=job, number=job.attempt_count)
+    attempt.job = job
+    return job, attempt
+
+
+def attempt_for_update(
+    *, experiment: Experiment, identity: AttemptIdentity
+) -> Attempt:
+    """Lock the attempt alone (the heartbeat path). Creates it when unseen."""
+    attempt = _attempt_find(identity=identity, lock=True)
+    if attempt is not None:
+        _check_identity(attempt, experiment=experiment, identity=identity)
+        return attempt
+    _, attempt = _attempt_locked_with_job(experiment=experiment, identity=identity)
+    return attempt
+
+
+def _apply_metrics(attempt: Attempt, metrics: Metrics) -> list[str]:
+    fields = []
+    for name in ("wall_s", "cpu_s", "disk_bytes", "events_processed"):
+        value = getattr(metrics, name)
+        if value is not None:
+            setattr(attempt, name, value)
+            fields.append(name)
+    if metrics.peak_rss_bytes is not None:
+        # A peak is a peak: a later, smaller reading never lowers it.
+        attempt.peak_rss_bytes = max(attempt.peak_rss_bytes or 0, metrics.peak_rss_bytes)
+        fields.append("peak_rss_bytes")
+    if attempt.wall_s and attempt.cpu_s is not None:
+        attempt.cpu_efficiency = attempt.cpu_s / (attempt.wall_s * max(attempt.cores, 1))
+        fields.append("cpu_efficiency")
+    return fields
+
+
+def _later(current: dt.datetime | None, candidate: dt.datetime) -> dt.datetime:
+    return candidate if current is None or candidate > current else current
+
+
+def attempt_record_start(
+    *,
+    experiment: Experiment,
+    identity: AttemptIdentity,
+    at: dt.datetime,
+    hostname: str,
+    site: str = "",
+    node_properties: dict | None = None,
+    cores: int | None = None,
+    batch_id: str = "",
+) -> Attempt:
+    node = node_upsert(hostname=hostname, site=site, properties=node_properties or {}, at=at)
+    job, attempt = _attempt_locked_with_job(experiment=experiment, identity=identity)
+    attempt.node = node
+    attempt.started_at = at if attempt.started_at is None else min(attempt.started_at, at)
+    attempt.last_heartbeat_at = _later(attempt.last_heartbeat_at, at)
+    if cores:
+        attempt.cores = cores
+    if batch_id:
+        attempt.batch_id = batch_id
+    if attempt.status == Attempt.Status.QUEUED:
+        attempt.status = Attempt.Status.RUNNING
+    attempt.save(
+        update_fields=["node", "started_at", "last_heartbeat_at", "cores", "batch_id", "status"]
+    )
+    if attempt.status == Attempt.Status.RUNNING and job.good_attempt_id is None:
+        job.state = Job.State.RUNNING
+        job.save(update_fields=["state", "updated_at"])
+    return attempt
+
+
+def attempt_record_heartbeat(
+    *,
+    experiment: Experiment,
+    identity: AttemptIdentity,
+    at: dt.datetime,
+    metrics: Metrics,
+    log_end: int | None = None,
+) -> Attempt:
+    attempt = attempt_for_update(experiment=experiment, identity=identity)
+    fields = ["last_heartbeat_at"]
+    is_newest = attempt.last_heartbeat_at is None or at >= attempt.last_heartbeat_at
+    attempt.last_heartbeat_at = _later(attempt.last_heartbeat_at, at)
+    if attempt.status == Attempt.Status.QUEUED:
+        # The start event is late or was lost; the heartbeat proves it runs.
+        attempt.status = Attempt.Status.RUNNING
+        fields.append("status")
+    if is_newest and not attempt.is_ended:
+        fields += _apply_metrics(attempt, metrics)
+    if log_end is not None and log_end > attempt.log_bytes:
+        attempt.log_bytes = log_end
+        fields.append("log_bytes")
+    attempt.save(update_fields=fields)
+    return attempt
+
+
+def attempt_record_end(
+    *,
+    experiment: Experiment,
+    identity: AttemptIdentity,
+    at: dt.datetime,
+    exit_code: int | None,
+    signal: int | None,
+    metrics: Metrics,
+    outputs: Iterable[OutputSpec] = (),
+    reported_success: bool | None = None,
+    log_end: int | None = None,
+) -> tuple[Attempt, bool]:
+    """Record the end of an attempt. Returns (attempt, applied).
+
+    `applied` is False when the attempt had already ended: the first end wins.
+    A second successful attempt of a job that already succeeded is recorded as
+    a duplicate completion and never counted twice.
+    """
+    job, attempt = _attempt_locked_with_job(experiment=experiment, identity=identity)
+    if log_end is not None and log_end > attempt.log_bytes:
+        attempt.log_bytes = log_end
+    if attempt.is_ended:
+        attempt.save(update_fields=["log_bytes"])
+        return attempt, False
+
+    succeeded = exit_code == 0 and signal is None and reported_success is not False
+    attempt.status = Attempt.Status.SUCCEEDED if succeeded else Attempt.Status.FAILED
+    attempt.ended_at = at
+    attempt.exit_code = exit_code
+    attempt.signal = signal
+    attempt.reported_success = reported_success
+    if attempt.started_at is None:
+        attempt.started_at = at if metrics.wall_s is None else at - dt.timedelta(seconds=metrics.wall_s)
+    _apply_metrics(attempt, metrics)
+
+    outputs = list(outputs)
+    if outputs:
+        attempt.output_bytes = sum(o.size for o in outputs)
+        stage = job.stage
+        OutputFile.objects.bulk_create(
+            [
+                OutputFile(
+                    attempt=attempt,
+                    job=job,
+                    stage_id=job.stage_id,
+                    campaign_id=stage.campaign_id,
+                    name=o.name,
+                    size=o.size,
+                    checksum=o.checksum,
+                    events=o.events,
+                    parents=list(o.parents),
+                    created_at=at,
+                )
+                for o in outputs
+            ],
+            ignore_conflicts=True,
+        )
+
+    if succeeded:
+        if job.good_attempt_id is None:
+            job.good_attempt = attempt
+            job.state = Job.State.SUCCEEDED
+        else:
+            attempt.is_duplicate_completion = True
+            job.duplicate_completions = F("duplicate_completions") + 1
+    elif job.good_attempt_id is None:
+        still_open = (
+            Attempt.objects.filter(job=job, status__in=OPEN_STATUSES).exclude(pk=attempt.pk).exists()
+        )
+        job.state = Job.State.RUNNING if still_open else Job.State.FAILED
+    attempt.save()
+    job.save(update_fields=["good_attempt", "state", "duplicate_completions", "updated_at"])
+    return attempt, True
+
+
+def attempt_queue(*, job: Job, submission=None) -> Attempt:
+    """Create a queued attempt for a job, as the submission layer does before
+    handing it to a batch system. The uid is passed to the reporter."""
+    with transaction.atomic():
+        locked = Job.objects.select_for_update().get(pk=job.pk)
+        locked.attempt_count = F("attempt_count") + 1
+        if locked.good_attempt_id is None:
+            locked.state = Job.State.QUEUED
+        locked.save(update_fields=["attempt_count", "state", "updated_at"])
+        locked.refresh_from_db(fields=["attempt_count"])
+        return Attempt.objects.create(
+            job=locked, number=locked.attempt_count, submission=submission,
+            created_at=timezone.now(),
+        )
+
+
+# --- progress history ---------------------------------------------------------
+
+PROGRESS_SAMPLE_INTERVAL = dt.timedelta(seconds=30)
+
+
+def stage_progress_sample(*, stage_id: int, force: bool = False) -> StageProgressSample | None:
+    """Record the stage's job counts now, at most once per interval unless forced."""
+    from prodmon.selectors import stage_job_counts
+
+    now = timezone.now()
+    if not force and StageProgressSample.objects.filter(
+        stage_id=stage_id, at__gt=now - PROGRESS_SAMPLE_INTERVAL
+    ).exists():
+        return None
+    if not Stage.objects.filter(pk=stage_id).exists():
+        return None
+    counts = stage_job_counts(stage_ids=[stage_id])[stage_id]
+    return StageProgressSample.objects.create(stage_id=stage_id, at=now, **counts)
+
+
+def stage_progress_sweep() -> int:
+    """Sample every stage of an active campaign (the periodic catch-up)."""
+    ids = Stage.objects.filter(campaign__state=Campaign.State.ACTIVE).values_list("pk", flat=True)
+    return sum(stage_progress_sample(stage_id=sid) is not None for sid in ids)

@@ -1,0 +1,142 @@
+"""Settings shared by every configuration.
+
+Values come from environment variables (12-factor). Each one is documented in
+README.md and .env.example. The helpers below fail loudly on malformed values
+rather than guessing.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = Path(environ.Env().str("PRODMON_VAR_DIR", default=str(BASE_DIR / "var")))
+
+env = environ.Env()
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_filters",
+    "django_tables2",
+    "prodmon",
+    "logserver",
+    "triage",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "logserver.middleware.BodySizeLimitMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "prodmon.urls"
+WSGI_APPLICATION = "prodmon.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "campaign-list"
+LOGOUT_REDIRECT_URL = "login"
+
+# --- ingestion limits -------------------------------------------------------
+# One request body, after gzip decoding, may not exceed this (answered 413).
+# deploy/nginx keeps client_max_body_size in step with it.
+INGEST_MAX_BODY_BYTES = env.int("PRODMON_INGEST_MAX_BODY_BYTES", default=8 * 1024 * 1024)
+# One log chunk in one event.
+INGEST_MAX_CHUNK_BYTES = env.int("PRODMON_INGEST_MAX_CHUNK_BYTES", default=1024 * 1024)
+INGEST_MAX_BULK_EVENTS = env.int("PRODMON_INGEST_MAX_BULK_EVENTS", default=500)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "logserver.auth.IngestTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    # Never AllowAny: every endpoint needs a token or a logged-in user
+    # unless it says otherwise.
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["logserver.parsers.BoundedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "logserver.errors.json_exception_handler",
+    "DEFAULT_THROTTLE_RATES": {
+        "ingest": env.str("PRODMON_INGEST_RATE", default="60000/min"),
+        "ui": env.str("PRODMON_UI_RATE", default="600/min"),
+    },
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 100,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "prodmon API",
+    "DESCRIPTION": "Ingestion and read API of the prodmon production-operations portal.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+}
+
+# --- Celery -----------------------------------------------------------------
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BEAT_SCHEDULE: dict = {}
+
+# How long the in-page "is anything running" heartbeat counts as fresh.
+PRODMON_HEARTBEAT_SECONDS = env.int("PRODMON_HEARTBEAT_SECONDS", default=300)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("PRODMON_LOG_LEVEL", default="INFO")},
+}
+
+CELERY_BEAT_SCHEDULE = {
+    "stage-progress-sweep": {"task": "prodmon.stage_progress_sweep_task", "schedule": 60.0},
+}

@@ -1,0 +1,67 @@
+"""Production settings: PostgreSQL, a real broker, secrets from the environment.
+
+Anything missing is a start-up error (ImproperlyConfigured), never a silent
+fallback to the embedded behaviour.
+"""
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .base import *  # noqa: F403
+from .base import env
+
+DEBUG = False
+
+
+def _required(name: str) -> str:
+    value = env.str(name, default="")
+    if not value:
+        raise ImproperlyConfigured(f"{name} must be set in production")
+    return value
+
+
+def _secret_key() -> str:
+    key_file = env.str("DJANGO_SECRET_KEY_FILE", default="")
+    if key_file:
+        try:
+            key = Path(key_file).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"DJANGO_SECRET_KEY_FILE {key_file!r}: {exc}") from exc
+    else:
+        key = env.str("DJANGO_SECRET_KEY", default="")
+    if len(key) < 32:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY or DJANGO_SECRET_KEY_FILE must give a secret of 32+ characters"
+        )
+    return key
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = [h for h in _required("DJANGO_ALLOWED_HOSTS").split(",") if h.strip()]
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+
+DATABASES = {"default": env.db_url_config(_required("DATABASE_URL"))}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+CELERY_BROKER_URL = _required("CELERY_BROKER_URL")
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_RESULT_BACKEND = None
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env.str("REDIS_CACHE_URL", default="")
+        or (CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else "redis://127.0.0.1:6379/1"),
+    }
+}
+
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]

@@ -1,0 +1,13 @@
+"""Settings for the test suite: the embedded default plus fast hashing.
+
+DATABASE_URL selects PostgreSQL (as .ci/run does). Tasks run eagerly unless
+CELERY_BROKER_URL is set, in which case tests marked for it use a real worker.
+"""
+
+from .embedded import *  # noqa: F403
+from .embedded import env
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+PRODMON_REQUIRE_SERVICES = env.bool("PRODMON_REQUIRE_SERVICES", default=False)
+# Eager in the unit tests regardless of the broker; the worker tests flip it.
+CELERY_TASK_ALWAYS_EAGER = True

@@ -1,0 +1,25 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+
+from prodmon import api, health, views
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/v1/docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/v1/campaigns/", api.CampaignListApi.as_view(), name="api-campaign-list"),
+    path("api/v1/jobs/", api.JobListApi.as_view(), name="api-job-list"),
+    path("api/v1/attempts/<uuid:uid>/", api.AttemptDetailApi.as_view(), name="api-attempt-detail"),
+    path("", include("logserver.urls")),
+    path("", views.campaign_list, name="campaign-list"),
+    path("campaigns/<int:pk>/", views.campaign_detail, name="campaign-detail"),
+    path("jobs/", views.job_list, name="job-list"),
+    path("jobs/<int:pk>/", views.job_detail, name="job-detail"),
+    path("attempts/<uuid:uid>/", views.attempt_detail, name="attempt-detail"),
+]
