@@ -38,8 +38,11 @@ def _result(outcome: services.IngestOutcome) -> dict:
 
 
 def _identity_error(exc: IdentityError) -> dict:
-    return {"error": "conflict" if exc.status == 409 else "not_found",
-            "message": exc.message, "fields": {exc.field: [exc.message]}}
+    return {
+        "error": "conflict" if exc.status == 409 else "not_found",
+        "message": exc.message,
+        "fields": {exc.field: [exc.message]},
+    }
 
 
 class _IngestView(APIView):
@@ -60,7 +63,9 @@ class _IngestView(APIView):
         return Response(_result(outcome), status=code)
 
 
-@extend_schema(request=SERIALIZERS["start"], responses={201: ResultSerializer, 200: ResultSerializer})
+@extend_schema(
+    request=SERIALIZERS["start"], responses={201: ResultSerializer, 200: ResultSerializer}
+)
 class StartApi(_IngestView):
     """An attempt started on a worker node."""
 
@@ -119,7 +124,9 @@ class BulkApi(APIView):
         envelope = BulkSerializer(data=request.data)
         envelope.is_valid(raise_exception=True)
         results = [self._one(request.auth, event) for event in envelope.validated_data["events"]]
-        totals = {k: sum(r["status"] == k for r in results) for k in ("accepted", "duplicate", "rejected")}
+        totals = {
+            k: sum(r["status"] == k for r in results) for k in ("accepted", "duplicate", "rejected")
+        }
         return Response({**totals, "results": results})
 
     @staticmethod
@@ -127,12 +134,20 @@ class BulkApi(APIView):
         event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
         kind = event.get("type")
         if kind not in SERIALIZERS:
-            return {"event_id": event_id, "status": "rejected", "error": "invalid",
-                    "message": "type: must be one of start, heartbeat, end",
-                    "fields": {"type": ["must be one of start, heartbeat, end"]}}
+            return {
+                "event_id": event_id,
+                "status": "rejected",
+                "error": "invalid",
+                "message": "type: must be one of start, heartbeat, end",
+                "fields": {"type": ["must be one of start, heartbeat, end"]},
+            }
         serializer = SERIALIZERS[kind](data=event)
         if not serializer.is_valid():
-            return {"event_id": event_id, "status": "rejected", **validation_payload(serializer.errors)}
+            return {
+                "event_id": event_id,
+                "status": "rejected",
+                **validation_payload(serializer.errors),
+            }
         try:
             outcome = services.event_ingest(token=token, kind=kind, data=serializer.validated_data)
         except IdentityError as exc:

@@ -1,6 +1,6 @@
 """One JSON error shape for the whole API:
 
-    {"error": "<code>", "message": "<human sentence>", "fields": {"<field>": ["…"]}}
+{"error": "<code>", "message": "<human sentence>", "fields": {"<field>": ["…"]}}
 """
 
 from rest_framework import exceptions, status
@@ -24,7 +24,10 @@ def _flatten(detail, prefix: str = "") -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     if isinstance(detail, dict):
         for key, value in detail.items():
-            name = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(key, int):  # DRF keys list-item errors by index
+                name = f"{prefix}[{key}]"
+            else:
+                name = f"{prefix}.{key}" if prefix else str(key)
             out.update(_flatten(value, name))
     elif isinstance(detail, list):
         if all(not isinstance(v, dict | list) for v in detail):

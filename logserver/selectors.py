@@ -38,7 +38,7 @@ def log_tail(*, attempt: Attempt, max_bytes: int = 256 * 1024) -> list[LogSegmen
         if offset > pos:
             segments.append(LogSegment(offset=pos, length=offset - pos, is_gap=True))
             pos = offset
-        piece = data[pos - offset:]
+        piece = data[pos - offset :]
         segments.append(
             LogSegment(offset=pos, length=len(piece), text=piece.decode("utf-8", "replace"))
         )

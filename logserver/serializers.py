@@ -96,11 +96,14 @@ class LogChunkSerializer(serializers.Serializer):
         return attrs
 
 
-class OutputSerializer(serializers.Serializer):
+class OutputFileSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=1024)
     size = serializers.IntegerField(min_value=0, max_value=INT64_MAX)
     checksum = serializers.RegexField(
-        r"^[a-z0-9]{2,16}:[0-9A-Fa-f]{1,128}$", required=False, allow_blank=True, max_length=140,
+        r"^[a-z0-9]{2,16}:[0-9A-Fa-f]{1,128}$",
+        required=False,
+        allow_blank=True,
+        max_length=140,
         error_messages={"invalid": "use <algorithm>:<hex digest>, e.g. adler32:0a1b2c3d"},
     )
     events = serializers.IntegerField(required=False, min_value=0, max_value=INT64_MAX)
@@ -140,7 +143,7 @@ class EndEventSerializer(HeartbeatEventSerializer):
     )
     signal = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=64)
     success = serializers.BooleanField(required=False, allow_null=True, default=None)
-    outputs = OutputSerializer(many=True, required=False, max_length=10000)
+    outputs = OutputFileSerializer(many=True, required=False, max_length=10000)
 
     def validate(self, attrs):
         if attrs.get("exit_code") is None and attrs.get("signal") is None:

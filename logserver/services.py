@@ -6,14 +6,18 @@ not applied twice.
 """
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 
 from django.db import connection, transaction
 from django.utils import timezone
 
-from logserver.models import IngestEvent, IngestToken, LogChunk
+from logserver.models import IngestEvent, IngestToken, LogChunk, token_digest
 from prodmon import services as production
 from prodmon.models import Attempt, Experiment
+from prodmon.tasks import stage_progress_sample_task
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,9 @@ def _identity(data: dict) -> production.AttemptIdentity:
     )
 
 
-def _apply(*, experiment: Experiment, kind: str, data: dict, at: dt.datetime) -> tuple[Attempt, str]:
+def _apply(
+    *, experiment: Experiment, kind: str, data: dict, at: dt.datetime
+) -> tuple[Attempt, str]:
     identity = _identity(data)
     log = data.get("log")
     log_end = log["offset"] + len(log["bytes"]) if log else None
@@ -136,7 +142,7 @@ def event_ingest(*, token: IngestToken, kind: str, data: dict) -> IngestOutcome:
                 attempt_id=attempt.pk,
             ):
                 raise _AlreadyApplied
-            if kind == "end" and note == "":
+            if kind == "end" and attempt.ended_at == at:
                 stage_id = attempt.job.stage_id
                 transaction.on_commit(lambda: _after_attempt_end(stage_id))
     except _AlreadyApplied:
@@ -145,22 +151,16 @@ def event_ingest(*, token: IngestToken, kind: str, data: dict) -> IngestOutcome:
 
 
 def _after_attempt_end(stage_id: int) -> None:
-    from prodmon.tasks import stage_progress_sample_task
-
-    # Monitoring side work must never fail an acknowledged ingest.
+    # Side work after the commit must never fail an acknowledged ingest.
     try:
         stage_progress_sample_task.delay(stage_id)
     except Exception:  # noqa: BLE001 - broker down: the periodic sweep catches up
-        import logging
-
-        logging.getLogger(__name__).exception("could not enqueue progress sample")
+        logger.exception("could not enqueue the progress sample of stage %s", stage_id)
 
 
 def token_create(*, experiment: Experiment, name: str, scopes: list[str], created_by=None):
     """Create a token. Returns (token, raw): the raw value is shown once, never stored."""
     raw = IngestToken.generate_raw()
-    from logserver.models import token_digest
-
     unknown = set(scopes) - set(IngestToken.Scope.values)
     if unknown:
         raise ValueError(f"unknown token scopes: {', '.join(sorted(unknown))}")

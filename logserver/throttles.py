@@ -13,5 +13,9 @@ class IngestRateThrottle(SimpleRateThrottle):
 
     def get_cache_key(self, request, view):
         token = request.auth
-        ident = f"token-{token.pk}" if token is not None and hasattr(token, "pk") else self.get_ident(request)
+        ident = (
+            f"token-{token.pk}"
+            if token is not None and hasattr(token, "pk")
+            else self.get_ident(request)
+        )
         return self.cache_format % {"scope": self.scope, "ident": ident}

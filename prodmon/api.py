@@ -20,30 +20,38 @@ def caller_experiment_ids(request) -> set[int]:
 
 
 class CampaignListApi(generics.ListAPIView):
-    class OutputSerializer(serializers.ModelSerializer):
+    class CampaignOutputSerializer(serializers.ModelSerializer):
         experiment = serializers.CharField(source="experiment.name")
 
         class Meta:
             model = Campaign
             fields = ["id", "experiment", "name", "title", "state", "created_at"]
 
-    serializer_class = OutputSerializer
+    serializer_class = CampaignOutputSerializer
 
     def get_queryset(self):
         return selectors.campaign_list(experiment_ids=caller_experiment_ids(self.request))
 
 
 class JobListApi(generics.ListAPIView):
-    class OutputSerializer(serializers.ModelSerializer):
+    class JobOutputSerializer(serializers.ModelSerializer):
         campaign = serializers.CharField(source="stage.campaign.name")
         stage = serializers.CharField(source="stage.name")
 
         class Meta:
             model = Job
-            fields = ["id", "campaign", "stage", "key", "state", "attempt_count",
-                      "duplicate_completions", "max_attempts"]
+            fields = [
+                "id",
+                "campaign",
+                "stage",
+                "key",
+                "state",
+                "attempt_count",
+                "duplicate_completions",
+                "max_attempts",
+            ]
 
-    serializer_class = OutputSerializer
+    serializer_class = JobOutputSerializer
 
     def get_queryset(self):
         qs = selectors.job_list(experiment_ids=caller_experiment_ids(self.request))
@@ -58,7 +66,7 @@ class JobListApi(generics.ListAPIView):
 
 
 class AttemptDetailApi(generics.RetrieveAPIView):
-    class OutputSerializer(serializers.ModelSerializer):
+    class AttemptOutputSerializer(serializers.ModelSerializer):
         job = serializers.CharField(source="job.key")
         stage = serializers.CharField(source="job.stage.name")
         campaign = serializers.CharField(source="job.stage.campaign.name")
@@ -67,12 +75,32 @@ class AttemptDetailApi(generics.RetrieveAPIView):
 
         class Meta:
             model = Attempt
-            fields = ["uid", "campaign", "stage", "job", "number", "status", "host", "site",
-                      "started_at", "ended_at", "last_heartbeat_at", "exit_code", "signal",
-                      "wall_s", "cpu_s", "cpu_efficiency", "peak_rss_bytes", "disk_bytes",
-                      "events_processed", "output_bytes", "log_bytes", "is_duplicate_completion"]
+            fields = [
+                "uid",
+                "campaign",
+                "stage",
+                "job",
+                "number",
+                "status",
+                "host",
+                "site",
+                "started_at",
+                "ended_at",
+                "last_heartbeat_at",
+                "exit_code",
+                "signal",
+                "wall_s",
+                "cpu_s",
+                "cpu_efficiency",
+                "peak_rss_bytes",
+                "disk_bytes",
+                "events_processed",
+                "output_bytes",
+                "log_bytes",
+                "is_duplicate_completion",
+            ]
 
-    serializer_class = OutputSerializer
+    serializer_class = AttemptOutputSerializer
 
     def get_object(self):
         attempt = selectors.attempt_get(

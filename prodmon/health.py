@@ -38,5 +38,6 @@ def readyz(request):
         except Exception as exc:  # noqa: BLE001 - any failure means not ready; say which
             checks[name] = f"error: {type(exc).__name__}: {exc}"
             ok = False
-    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks},
-                        status=200 if ok else 503)
+    return JsonResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+    )

@@ -41,9 +41,7 @@ class Membership(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
     )
-    experiment = models.ForeignKey(
-        Experiment, on_delete=models.CASCADE, related_name="memberships"
-    )
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="memberships")
     role = models.PositiveSmallIntegerField(choices=Role.choices, default=Role.VIEWER)
 
     class Meta:
@@ -136,6 +134,15 @@ class ConfigSnapshot(models.Model):
     sha256 = models.CharField(max_length=64, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    def __str__(self) -> str:
+        return f"config of {self.stage} ({self.sha256[:12]})"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise ImmutableError("a config snapshot cannot be changed once taken")
+        self.sha256 = self.compute_sha256()
+        super().save(*args, **kwargs)
+
     def canonical(self) -> dict:
         return {
             "command": self.command,
@@ -147,15 +154,6 @@ class ConfigSnapshot(models.Model):
     def compute_sha256(self) -> str:
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
-
-    def save(self, *args, **kwargs):
-        if self.pk is not None:
-            raise ImmutableError("a config snapshot cannot be changed once taken")
-        self.sha256 = self.compute_sha256()
-        super().save(*args, **kwargs)
-
-    def __str__(self) -> str:
-        return f"config of {self.stage} ({self.sha256[:12]})"
 
 
 class Submission(models.Model):
@@ -291,7 +289,8 @@ class Attempt(models.Model):
             models.Index(fields=["status", "last_heartbeat_at"], name="attempt_status_hb"),
             models.Index(fields=["node", "ended_at"], name="attempt_node_ended"),
             models.Index(
-                fields=["job"], condition=Q(status__in=["queued", "running"]),
+                fields=["job"],
+                condition=Q(status__in=["queued", "running"]),
                 name="attempt_open",
             ),
         ]

@@ -102,9 +102,9 @@ def stage_progress_list(*, stages: list[Stage]) -> list[StageProgress]:
 
 def campaign_progress(*, campaigns: list[Campaign]) -> dict[int, list[StageProgress]]:
     stages = list(
-        Stage.objects.filter(campaign__in=campaigns).prefetch_related("depends_on").order_by(
-            "campaign_id", "order", "name"
-        )
+        Stage.objects.filter(campaign__in=campaigns)
+        .prefetch_related("depends_on")
+        .order_by("campaign_id", "order", "name")
     )
     progress = stage_progress_list(stages=stages)
     out: dict[int, list[StageProgress]] = {c.pk: [] for c in campaigns}

@@ -205,7 +205,9 @@ def node_upsert(*, hostname: str, site: str, properties: dict, at: dt.datetime) 
 def _stage_resolve(*, experiment: Experiment, identity: AttemptIdentity) -> Stage:
     stage = (
         Stage.objects.select_related("campaign")
-        .filter(campaign__experiment=experiment, campaign__name=identity.campaign, name=identity.stage)
+        .filter(
+            campaign__experiment=experiment, campaign__name=identity.campaign, name=identity.stage
+        )
         .first()
     )
     if stage is None:
@@ -282,9 +284,7 @@ def _attempt_locked_with_job(
     return job, attempt
 
 
-def attempt_for_update(
-    *, experiment: Experiment, identity: AttemptIdentity
-) -> Attempt:
+def attempt_for_update(*, experiment: Experiment, identity: AttemptIdentity) -> Attempt:
     """Lock the attempt alone (the heartbeat path). Creates it when unseen."""
     attempt = _attempt_find(identity=identity, lock=True)
     if attempt is not None:
@@ -403,7 +403,9 @@ def attempt_record_end(
     attempt.signal = signal
     attempt.reported_success = reported_success
     if attempt.started_at is None:
-        attempt.started_at = at if metrics.wall_s is None else at - dt.timedelta(seconds=metrics.wall_s)
+        attempt.started_at = (
+            at if metrics.wall_s is None else at - dt.timedelta(seconds=metrics.wall_s)
+        )
     _apply_metrics(attempt, metrics)
 
     outputs = list(outputs)
@@ -438,7 +440,9 @@ def attempt_record_end(
             job.duplicate_completions = F("duplicate_completions") + 1
     elif job.good_attempt_id is None:
         still_open = (
-            Attempt.objects.filter(job=job, status__in=OPEN_STATUSES).exclude(pk=attempt.pk).exists()
+            Attempt.objects.filter(job=job, status__in=OPEN_STATUSES)
+            .exclude(pk=attempt.pk)
+            .exists()
         )
         job.state = Job.State.RUNNING if still_open else Job.State.FAILED
     attempt.save()
@@ -457,7 +461,9 @@ def attempt_queue(*, job: Job, submission=None) -> Attempt:
         locked.save(update_fields=["attempt_count", "state", "updated_at"])
         locked.refresh_from_db(fields=["attempt_count"])
         return Attempt.objects.create(
-            job=locked, number=locked.attempt_count, submission=submission,
+            job=locked,
+            number=locked.attempt_count,
+            submission=submission,
             created_at=timezone.now(),
         )
 
@@ -472,9 +478,12 @@ def stage_progress_sample(*, stage_id: int, force: bool = False) -> StageProgres
     from prodmon.selectors import stage_job_counts
 
     now = timezone.now()
-    if not force and StageProgressSample.objects.filter(
-        stage_id=stage_id, at__gt=now - PROGRESS_SAMPLE_INTERVAL
-    ).exists():
+    if (
+        not force
+        and StageProgressSample.objects.filter(
+            stage_id=stage_id, at__gt=now - PROGRESS_SAMPLE_INTERVAL
+        ).exists()
+    ):
         return None
     if not Stage.objects.filter(pk=stage_id).exists():
         return None

@@ -53,7 +53,11 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": env.str("REDIS_CACHE_URL", default="")
-        or (CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else "redis://127.0.0.1:6379/1"),
+        or (
+            CELERY_BROKER_URL
+            if CELERY_BROKER_URL.startswith("redis")
+            else "redis://127.0.0.1:6379/1"
+        ),
     }
 }
 

@@ -1,0 +1,68 @@
+from django import forms
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from logserver import services
+from logserver.models import IngestToken
+
+
+class TokenCreateForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(
+        choices=IngestToken.Scope.choices, widget=forms.CheckboxSelectMultiple, initial=["ingest"]
+    )
+
+    class Meta:
+        model = IngestToken
+        fields = ["experiment", "name", "scopes"]
+
+
+@admin.register(IngestToken)
+class IngestTokenAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "experiment",
+        "prefix",
+        "scopes",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
+    list_filter = ["experiment"]
+    actions = ["revoke"]
+    readonly_fields = [
+        "prefix",
+        "token_hash",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = TokenCreateForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["experiment", "name", "scopes"]
+        return ["experiment", "name", "scopes", *self.readonly_fields]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        token, raw = services.token_create(
+            experiment=form.cleaned_data["experiment"],
+            name=form.cleaned_data["name"],
+            scopes=form.cleaned_data["scopes"],
+            created_by=request.user,
+        )
+        obj.pk = token.pk
+        obj.refresh_from_db()
+        messages.warning(request, f"Token {raw} — copy it now, it is shown only once.")
+
+    @admin.action(description="Revoke the selected tokens now")
+    def revoke(self, request, queryset):
+        for token in queryset.filter(revoked_at__isnull=True):
+            services.token_revoke(token=token, revoked_by=request.user)
+        self.message_user(request, f"revoked at {timezone.now():%H:%M:%S} UTC")
