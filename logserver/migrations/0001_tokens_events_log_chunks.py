@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('prodmon', '0001_initial'),
+        ('prodmon', '0001_production_model'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
