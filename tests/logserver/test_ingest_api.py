@@ -81,10 +81,12 @@ def test_it_records_a_whole_attempt(api, stage):
     assert r.status_code == 201
     attempt = Attempt.objects.get(uid=uid)
     assert attempt.status == "succeeded"
-    assert attempt.node.hostname == "wn01.fnal.gov" and attempt.node.site == "FNAL"
+    assert attempt.node.hostname == "wn01.fnal.gov"
+    assert attempt.node.site == "FNAL"
     assert attempt.node.properties == {"cvmfs": True}
     assert attempt.cpu_efficiency == pytest.approx(0.9)
-    assert attempt.peak_rss_bytes == 2048 and attempt.events_processed == 50
+    assert attempt.peak_rss_bytes == 2048
+    assert attempt.events_processed == 50
     assert attempt.log_bytes == 12
     assert b"".join(bytes(c.data) for c in LogChunk.objects.filter(attempt=attempt)) == (
         b"line 1\ndone\n"
@@ -97,7 +99,8 @@ def test_it_records_a_whole_attempt(api, stage):
         stage.campaign_id,
     )
     job = attempt.job
-    assert job.state == "succeeded" and job.good_attempt_id == attempt.pk
+    assert job.state == "succeeded"
+    assert job.good_attempt_id == attempt.pk
 
 
 def test_it_acknowledges_a_resent_event_without_applying_it_twice(api, stage):
@@ -139,7 +142,8 @@ def test_it_keeps_the_first_end_of_an_attempt(api, stage):
     uid = uuid.uuid4()
     post(api, "end", ident(uid, exit_code=3))
     r = post(api, "end", ident(uid, exit_code=0))
-    assert r.status_code == 201 and "first end event stands" in r.json()["note"]
+    assert r.status_code == 201
+    assert "first end event stands" in r.json()["note"]
     attempt = Attempt.objects.get(uid=uid)
     assert (attempt.status, attempt.exit_code) == ("failed", 3)
 
@@ -149,7 +153,8 @@ def test_it_accepts_an_end_before_its_start_without_reopening(api, stage):
     post(api, "end", ident(uid, signal=9, metrics={"wall_s": 60}))
     post(api, "start", ident(uid, host="wn02", site="CERN"))
     attempt = Attempt.objects.get(uid=uid)
-    assert attempt.status == "failed" and attempt.signal == 9
+    assert attempt.status == "failed"
+    assert attempt.signal == 9
     assert attempt.node.hostname == "wn02"
     assert attempt.job.state == "failed"
 
@@ -202,21 +207,25 @@ def test_it_refuses_bad_start_fields(api, stage, body, field):
 
 def test_it_needs_exit_code_or_signal_at_end(api, stage):
     r = post(api, "end", ident())
-    assert r.status_code == 400 and "exit_code" in r.json()["fields"]
+    assert r.status_code == 400
+    assert "exit_code" in r.json()["fields"]
 
 
 def test_it_answers_unknown_campaign_and_stage_with_a_named_404(api, stage):
     r = post(api, "start", ident(host="wn", campaign="nope"))
-    assert r.status_code == 404 and "campaign" in r.json()["fields"]
+    assert r.status_code == 404
+    assert "campaign" in r.json()["fields"]
     r = post(api, "start", ident(host="wn", stage="nope"))
-    assert r.status_code == 404 and "stage" in r.json()["fields"]
+    assert r.status_code == 404
+    assert "stage" in r.json()["fields"]
 
 
 def test_it_refuses_an_attempt_uid_of_another_job(api, stage):
     uid = uuid.uuid4()
     post(api, "start", ident(uid, host="wn"))
     r = post(api, "heartbeat", ident(uid, job="other.root"))
-    assert r.status_code == 409 and "attempt" in r.json()["fields"]
+    assert r.status_code == 409
+    assert "attempt" in r.json()["fields"]
 
 
 @pytest.mark.parametrize(
@@ -250,7 +259,8 @@ def test_it_answers_413_for_an_oversize_body(api, stage, settings):
     settings.INGEST_MAX_BODY_BYTES = 1000
     r = post(api, "heartbeat", ident(log={"offset": 0, "data": "x" * 2000}))
     assert r.status_code == 413
-    assert r.json()["error"] == "payload_too_large" and "1000" in r.json()["message"]
+    assert r.json()["error"] == "payload_too_large"
+    assert "1000" in r.json()["message"]
     assert not Attempt.objects.exists()
 
 
@@ -270,14 +280,18 @@ def test_it_answers_413_for_a_gzip_bomb(api, stage, settings):
 def test_it_refuses_a_log_chunk_over_the_chunk_limit(api, stage, settings):
     settings.INGEST_MAX_CHUNK_BYTES = 10
     r = post(api, "heartbeat", ident(log={"offset": 0, "data": "x" * 11}))
-    assert r.status_code == 400 and "log.data" in r.json()["fields"]
+    assert r.status_code == 400
+    assert "log.data" in r.json()["fields"]
 
 
 def test_it_answers_429_with_retry_after_over_the_rate(api, stage, settings):
     from django.core.cache import cache
 
     cache.clear()
-    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"ingest": "3/min"}}
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"ingest": "3/min"},
+    }
     codes = [post(api, "start", ident(host="wn")).status_code for _ in range(4)]
     assert codes[:3] == [201, 201, 201]
     assert codes[3] == 429
@@ -290,14 +304,16 @@ def test_it_answers_429_with_retry_after_over_the_rate(api, stage, settings):
 def test_it_refuses_requests_without_a_valid_token(stage, client_for):
     assert post(Client(), "start", ident(host="wn")).status_code in (401, 403)
     r = post(client_for("pm_notarealtoken"), "start", ident(host="wn"))
-    assert r.status_code == 401 and "unknown ingest token" in r.json()["message"]
+    assert r.status_code == 401
+    assert "unknown ingest token" in r.json()["message"]
 
 
 def test_it_stops_a_revoked_token_on_the_next_request(api, stage, ingest_token):
     assert post(api, "start", ident(host="wn")).status_code == 201
     token_revoke(token=ingest_token[0])
     r = post(api, "start", ident(host="wn"))
-    assert r.status_code == 401 and "revoked" in r.json()["message"]
+    assert r.status_code == 401
+    assert "revoked" in r.json()["message"]
 
 
 def test_it_needs_the_ingest_scope(experiment, stage):
@@ -363,7 +379,8 @@ def test_bulk_refuses_too_many_events_with_413(api, stage, settings):
     r = api.post(
         "/api/v1/ingest/bulk/", data=json.dumps({"events": events}), content_type="application/json"
     )
-    assert r.status_code == 413 and "limit of 2" in r.json()["message"]
+    assert r.status_code == 413
+    assert "limit of 2" in r.json()["message"]
     assert not Attempt.objects.exists()
 
 

@@ -1,0 +1,23 @@
+"""gunicorn configuration for prodmon, used by `make run` and in production.
+
+Every value can be overridden from the environment (see README, Configuration).
+"""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("PRODMON_BIND", "127.0.0.1:8000")
+# Sync workers with threads: the ingest path is short and database-bound.
+workers = int(os.environ.get("WEB_CONCURRENCY", max(2, multiprocessing.cpu_count())))
+threads = int(os.environ.get("PRODMON_WEB_THREADS", "4"))
+worker_class = "gthread"
+timeout = int(os.environ.get("PRODMON_WEB_TIMEOUT", "30"))
+graceful_timeout = 20
+keepalive = 30
+# Recycle workers now and then so a slow leak never becomes an outage.
+max_requests = int(os.environ.get("PRODMON_WEB_MAX_REQUESTS", "20000"))
+max_requests_jitter = 2000
+accesslog = os.environ.get("PRODMON_ACCESS_LOG", "-")
+errorlog = "-"
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+proc_name = "prodmon-web"
