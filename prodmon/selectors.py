@@ -3,9 +3,20 @@
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, QuerySet
+from django.db.models import Count, DateTimeField, F, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce, Greatest
 
-from prodmon.models import Attempt, Campaign, Experiment, Job, Membership, Role, Stage
+from prodmon.models import (
+    Attempt,
+    Campaign,
+    ConfigSnapshot,
+    Experiment,
+    Job,
+    Membership,
+    OutputFile,
+    Role,
+    Stage,
+)
 
 JOB_STATES = [s.value for s in Job.State]
 
@@ -127,3 +138,77 @@ def attempt_list(*, experiment_ids: set[int]) -> QuerySet[Attempt]:
 
 def attempt_get(*, uid, experiment_ids: set[int]) -> Attempt | None:
     return attempt_list(experiment_ids=experiment_ids).filter(uid=uid).first()
+
+
+# --- portal pages ---------------------------------------------------------------
+
+
+def campaign_get(*, pk: int, experiment_ids: set[int]) -> Campaign | None:
+    return campaign_list(experiment_ids=experiment_ids).filter(pk=pk).first()
+
+
+def stage_list(*, experiment_ids: set[int]) -> QuerySet[Stage]:
+    return (
+        Stage.objects.filter(campaign__experiment_id__in=experiment_ids)
+        .select_related("campaign__experiment")
+        .order_by("campaign__experiment__name", "campaign__name", "order", "name")
+    )
+
+
+def stage_config_map(*, stage_ids: list[int]) -> dict[int, ConfigSnapshot]:
+    """Config snapshots by stage id; stages without one are simply absent."""
+    return {c.stage_id: c for c in ConfigSnapshot.objects.filter(stage_id__in=stage_ids)}
+
+
+def campaign_failed_attempt_list(*, campaign: Campaign, limit: int = 15) -> list[Attempt]:
+    """The most recently ended failed attempts of a campaign, newest first."""
+    return list(
+        Attempt.objects.filter(job__stage__campaign=campaign, status=Attempt.Status.FAILED)
+        .select_related("job__stage", "node")
+        .order_by(F("ended_at").desc(nulls_last=True), "-pk")[:limit]
+    )
+
+
+def job_table_list(*, experiment_ids: set[int]) -> QuerySet[Job]:
+    """Jobs with their latest attempt's facts annotated as `last_*`.
+
+    The latest attempt is the one with the highest number. Each annotation is
+    a correlated subquery that walks the (job, number) unique index backwards,
+    so a page of jobs costs one query however many attempts each job has.
+    """
+    latest = Attempt.objects.filter(job=OuterRef("pk")).order_by("-number")
+
+    def last(expr: str):
+        return Subquery(latest.values(expr)[:1])
+
+    activity = Subquery(
+        latest.annotate(
+            t=Coalesce("ended_at", "last_heartbeat_at", "started_at", "created_at")
+        ).values("t")[:1],
+        output_field=DateTimeField(),
+    )
+    return job_list(experiment_ids=experiment_ids).annotate(
+        last_attempt_uid=last("uid"),
+        last_status=last("status"),
+        last_exit_code=last("exit_code"),
+        last_signal=last("signal"),
+        last_hostname=last("node__hostname"),
+        last_site=last("node__site"),
+        last_update=Greatest("updated_at", Coalesce(activity, "updated_at")),
+    )
+
+
+def job_get(*, pk: int, experiment_ids: set[int]) -> Job | None:
+    return job_list(experiment_ids=experiment_ids).filter(pk=pk).first()
+
+
+def job_attempt_list(*, job: Job) -> QuerySet[Attempt]:
+    return Attempt.objects.filter(job=job).select_related("node").order_by("number")
+
+
+def attempt_output_list(*, attempt: Attempt) -> QuerySet[OutputFile]:
+    return OutputFile.objects.filter(attempt=attempt).order_by("name")
+
+
+def experiment_list_by_ids(*, experiment_ids: set[int]) -> QuerySet[Experiment]:
+    return Experiment.objects.filter(pk__in=experiment_ids)
