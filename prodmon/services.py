@@ -495,3 +495,46 @@ def stage_progress_sweep() -> int:
     """Sample every stage of an active campaign (the periodic catch-up)."""
     ids = Stage.objects.filter(campaign__state=Campaign.State.ACTIVE).values_list("pk", flat=True)
     return sum(stage_progress_sample(stage_id=sid) is not None for sid in ids)
+
+
+# --- config snapshot archive --------------------------------------------------
+
+
+def config_snapshot_archive(*, snapshot: ConfigSnapshot) -> bytes:
+    """A tar.gz that reproduces the stage's configuration exactly.
+
+    Layout: command.sh, environment.env, release.txt, files/<name> (original
+    bytes), snapshot.json (the whole snapshot) and SHA256SUMS for every file.
+    """
+    import io
+    import json
+    import shlex
+    import tarfile
+
+    members: dict[str, bytes] = {
+        "command.sh": f"#!/bin/sh\n{snapshot.command}\n".encode(),
+        "environment.env": "".join(
+            f"{k}={shlex.quote(str(v))}\n" for k, v in sorted(snapshot.environment.items())
+        ).encode(),
+        "release.txt": f"{snapshot.release}\n".encode(),
+        "snapshot.json": json.dumps(
+            {**snapshot.canonical(), "sha256": snapshot.sha256, "stage": str(snapshot.stage)},
+            indent=2,
+            sort_keys=True,
+        ).encode(),
+    }
+    for item in snapshot.files:
+        members[f"files/{item['name']}"] = item["content"].encode()
+    members["SHA256SUMS"] = "".join(
+        f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in sorted(members.items())
+    ).encode()
+    buf = io.BytesIO()
+    mtime = int(snapshot.created_at.timestamp())
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in sorted(members.items()):
+            info = tarfile.TarInfo(name=f"stage-config-{snapshot.sha256[:12]}/{name}")
+            info.size = len(data)
+            info.mtime = mtime
+            info.mode = 0o755 if name == "command.sh" else 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

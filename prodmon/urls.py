@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
-from prodmon import api, health, views
+from prodmon import api, downloads, health, views
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -22,4 +22,9 @@ urlpatterns = [
     path("jobs/", views.job_list, name="job-list"),
     path("jobs/<int:pk>/", views.job_detail, name="job-detail"),
     path("attempts/<uuid:uid>/", views.attempt_detail, name="attempt-detail"),
+    path(
+        "stages/<int:pk>/config.tar.gz",
+        downloads.stage_config_archive,
+        name="stage-config-archive",
+    ),
 ]
