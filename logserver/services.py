@@ -16,6 +16,7 @@ from logserver.models import IngestEvent, IngestToken, LogChunk, token_digest
 from prodmon import services as production
 from prodmon.models import Attempt, Experiment
 from prodmon.tasks import stage_progress_sample_task
+from triage.tasks import attempt_classify_task
 
 logger = logging.getLogger(__name__)
 
@@ -143,19 +144,21 @@ def event_ingest(*, token: IngestToken, kind: str, data: dict) -> IngestOutcome:
             ):
                 raise _AlreadyApplied
             if kind == "end" and attempt.ended_at == at:
-                stage_id = attempt.job.stage_id
-                transaction.on_commit(lambda: _after_attempt_end(stage_id))
+                stage_id, attempt_id = attempt.job.stage_id, attempt.pk
+                transaction.on_commit(lambda: _after_attempt_end(stage_id, attempt_id))
     except _AlreadyApplied:
         return IngestOutcome(event_id=data["event_id"], status="duplicate")
     return IngestOutcome(event_id=data["event_id"], status="accepted", attempt=attempt, note=note)
 
 
-def _after_attempt_end(stage_id: int) -> None:
-    # Side work after the commit must never fail an acknowledged ingest.
-    try:
-        stage_progress_sample_task.delay(stage_id)
-    except Exception:  # noqa: BLE001 - broker down: the periodic sweep catches up
-        logger.exception("could not enqueue the progress sample of stage %s", stage_id)
+def _after_attempt_end(stage_id: int, attempt_id: int) -> None:
+    # Side work after the commit must never fail an acknowledged ingest:
+    # with the broker down, the periodic sweeps catch up.
+    for task, arg in ((attempt_classify_task, attempt_id), (stage_progress_sample_task, stage_id)):
+        try:
+            task.delay(arg)
+        except Exception:  # noqa: BLE001
+            logger.exception("could not enqueue %s(%s)", task.name, arg)
 
 
 def token_create(*, experiment: Experiment, name: str, scopes: list[str], created_by=None):

@@ -538,3 +538,56 @@ def config_snapshot_archive(*, snapshot: ConfigSnapshot) -> bytes:
             info.mode = 0o755 if name == "command.sh" else 0o644
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+# --- post-hoc verdicts ----------------------------------------------------------
+
+
+def attempt_fail_post_check(*, attempt_id: int, reason: str) -> Attempt:
+    """Turn a succeeded attempt into a failure after a post-hoc check failed
+    (missing or empty outputs, checksum mismatch, a stage's check command).
+
+    If it was the job's good attempt, the next successful duplicate takes its
+    place; otherwise the job is failed (or running while an attempt is open).
+    """
+    with transaction.atomic():
+        job_id = Attempt.objects.values_list("job_id", flat=True).get(pk=attempt_id)
+        job = Job.objects.select_for_update().get(pk=job_id)
+        attempt = Attempt.objects.select_for_update().get(pk=attempt_id)
+        if attempt.status != Attempt.Status.SUCCEEDED:
+            return attempt
+        attempt.status = Attempt.Status.FAILED
+        attempt.reported_success = (
+            False if attempt.reported_success is None else attempt.reported_success
+        )
+        was_duplicate = attempt.is_duplicate_completion
+        attempt.is_duplicate_completion = False
+        attempt.save(update_fields=["status", "reported_success", "is_duplicate_completion"])
+        if was_duplicate:
+            job.duplicate_completions = max(job.duplicate_completions - 1, 0)
+        elif job.good_attempt_id == attempt.pk:
+            successor = (
+                Attempt.objects.select_for_update()
+                .filter(job=job, status=Attempt.Status.SUCCEEDED, is_duplicate_completion=True)
+                .order_by("ended_at", "number")
+                .first()
+            )
+            if successor is not None:
+                successor.is_duplicate_completion = False
+                successor.save(update_fields=["is_duplicate_completion"])
+                job.duplicate_completions = max(job.duplicate_completions - 1, 0)
+                job.good_attempt = successor
+            else:
+                job.good_attempt = None
+                still_open = Attempt.objects.filter(job=job, status__in=OPEN_STATUSES).exists()
+                job.state = Job.State.RUNNING if still_open else Job.State.FAILED
+        job.save(update_fields=["good_attempt", "state", "duplicate_completions", "updated_at"])
+        audit_record(
+            actor=None,
+            action="attempt.fail_post_check",
+            experiment=job.stage.campaign.experiment,
+            target=attempt,
+            params={"reason": reason},
+            result="failed",
+        )
+        return attempt

@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/v1/jobs/", api.JobListApi.as_view(), name="api-job-list"),
     path("api/v1/attempts/<uuid:uid>/", api.AttemptDetailApi.as_view(), name="api-attempt-detail"),
     path("", include("logserver.urls")),
+    path("", include("triage.urls")),
     path("", views.campaign_list, name="campaign-list"),
     path("campaigns/<int:pk>/", views.campaign_detail, name="campaign-detail"),
     path("jobs/", views.job_list, name="job-list"),
