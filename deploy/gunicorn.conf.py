@@ -17,7 +17,10 @@ keepalive = 30
 # Recycle workers now and then so a slow leak never becomes an outage.
 max_requests = int(os.environ.get("PRODMON_WEB_MAX_REQUESTS", "20000"))
 max_requests_jitter = 2000
-accesslog = os.environ.get("PRODMON_ACCESS_LOG", "-")
+# "off" disables the access log (nginx keeps one in front anyway).
+accesslog = None if os.environ.get("PRODMON_ACCESS_LOG", "-") == "off" else os.environ.get(
+    "PRODMON_ACCESS_LOG", "-"
+)
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 proc_name = "prodmon-web"

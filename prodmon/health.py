@@ -2,7 +2,7 @@
 
 from django.conf import settings
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 
 
@@ -10,6 +10,13 @@ from django.views.decorators.http import require_GET
 def healthz(request):
     """The process is up and serving. Checks nothing else, on purpose."""
     return JsonResponse({"status": "ok"})
+
+
+@require_GET
+def noop(request):
+    """A trivial view answering 204: the floor that bench/ingest.py compares
+    the ingest path against under the same gunicorn configuration."""
+    return HttpResponse(status=204)
 
 
 def _check_database() -> str:
