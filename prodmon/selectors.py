@@ -140,6 +140,14 @@ def attempt_get(*, uid, experiment_ids: set[int]) -> Attempt | None:
     return attempt_list(experiment_ids=experiment_ids).filter(uid=uid).first()
 
 
+def config_snapshot_get(*, stage_id: int, experiment_ids: set[int]) -> ConfigSnapshot | None:
+    return (
+        ConfigSnapshot.objects.select_related("stage__campaign")
+        .filter(stage_id=stage_id, stage__campaign__experiment_id__in=experiment_ids)
+        .first()
+    )
+
+
 # --- portal pages ---------------------------------------------------------------
 
 
