@@ -19,6 +19,8 @@ urlpatterns = [
     path("api/v1/attempts/<uuid:uid>/", api.AttemptDetailApi.as_view(), name="api-attempt-detail"),
     path("", include("logserver.urls")),
     path("", include("triage.urls")),
+    path("", include("prodmon.progress.urls")),
+    path("", include("prodmon.actions.urls")),
     path("", views.campaign_list, name="campaign-list"),
     path("campaigns/<int:pk>/", views.campaign_detail, name="campaign-detail"),
     path("jobs/", views.job_list, name="job-list"),

@@ -1,0 +1,1 @@
+"""Actions: retries, recovery, stage launches, with duplicate-submission protection."""

@@ -1,0 +1,3 @@
+"""Models of progress tracking: expected inputs, reports, notifications (issue 6)."""
+
+__all__: list[str] = []

@@ -1,0 +1,1 @@
+"""Progress, completion estimates, file-level completeness and efficiency reports."""
