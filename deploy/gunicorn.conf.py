@@ -18,9 +18,29 @@ keepalive = 30
 max_requests = int(os.environ.get("PRODMON_WEB_MAX_REQUESTS", "20000"))
 max_requests_jitter = 2000
 # "off" disables the access log (nginx keeps one in front anyway).
-accesslog = None if os.environ.get("PRODMON_ACCESS_LOG", "-") == "off" else os.environ.get(
-    "PRODMON_ACCESS_LOG", "-"
+accesslog = (
+    None
+    if os.environ.get("PRODMON_ACCESS_LOG", "-") == "off"
+    else os.environ.get("PRODMON_ACCESS_LOG", "-")
 )
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 proc_name = "prodmon-web"
+
+# Prometheus metrics from every worker process are summed at /metrics.
+_metrics_dir = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.path.join(os.environ.get("PRODMON_VAR_DIR", "var"), "metrics")
+)
+
+
+def on_starting(server):
+    import shutil
+
+    shutil.rmtree(_metrics_dir, ignore_errors=True)
+    os.makedirs(_metrics_dir, exist_ok=True)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

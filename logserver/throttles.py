@@ -1,11 +1,55 @@
-"""Per-token ingest rate limit. Answers 429 with Retry-After (DRF sets it)."""
+"""Ingest admission: a per-token rate limit and a global capacity limit.
 
+Both answer 429 with Retry-After (DRF sets it) before any database work, so
+a server at 2x its capacity sheds the excess cheaply instead of queueing it
+into time-outs. The global limit is shared by every worker through the cache
+(Redis in production): PRODMON_INGEST_CAPACITY events per second, 0 = off.
+"""
+
+import time
+
+from django.conf import settings
+from django.core.cache import cache
 from rest_framework.settings import api_settings
-from rest_framework.throttling import SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
+
+
+class GlobalIngestThrottle(BaseThrottle):
+    """A one-second fixed window counter shared by all workers."""
+
+    def allow_request(self, request, view) -> bool:
+        capacity = settings.PRODMON_INGEST_CAPACITY
+        if capacity <= 0:
+            return True
+        window = int(time.time())
+        key = f"ingest-capacity:{window}"
+        if cache.add(key, 1, timeout=5):
+            return True
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, timeout=5)
+            return True
+        return count <= capacity
+
+    def wait(self) -> float:
+        return 1.0
 
 
 class IngestRateThrottle(SimpleRateThrottle):
+    """The global capacity first, then the token's own rate."""
+
     scope = "ingest"
+    _over_capacity = False
+
+    def allow_request(self, request, view) -> bool:
+        if not GlobalIngestThrottle().allow_request(request, view):
+            self._over_capacity = True
+            return False
+        return super().allow_request(request, view)
+
+    def wait(self):
+        return 1.0 if self._over_capacity else super().wait()
 
     def get_rate(self):
         # Read at call time, not import time, so settings changes apply.

@@ -33,6 +33,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "prodmon.middleware.RequestMetricsMiddleware",
     "logserver.middleware.BodySizeLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -40,6 +41,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "prodmon.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "prodmon.urls"
@@ -90,6 +92,16 @@ INGEST_MAX_BODY_BYTES = env.int("PRODMON_INGEST_MAX_BODY_BYTES", default=8 * 102
 # One log chunk in one event.
 INGEST_MAX_CHUNK_BYTES = env.int("PRODMON_INGEST_MAX_CHUNK_BYTES", default=1024 * 1024)
 INGEST_MAX_BULK_EVENTS = env.int("PRODMON_INGEST_MAX_BULK_EVENTS", default=500)
+# Events per second the whole deployment admits (all workers, shared through
+# the cache); above it, 429 + Retry-After. 0 = no global limit. Set it from
+# `python -m bench.ingest` on the production hardware.
+PRODMON_INGEST_CAPACITY = env.int("PRODMON_INGEST_CAPACITY", default=0)
+
+# /metrics: a bearer token when set; otherwise loopback clients only.
+PRODMON_METRICS_TOKEN = env.str("PRODMON_METRICS_TOKEN", default="")
+# Failed logins allowed per 15 minutes before 429.
+PRODMON_LOGIN_FAILURES_PER_IP = env.int("PRODMON_LOGIN_FAILURES_PER_IP", default=50)
+PRODMON_LOGIN_FAILURES_PER_USER = env.int("PRODMON_LOGIN_FAILURES_PER_USER", default=10)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -130,10 +142,20 @@ CELERY_BEAT_SCHEDULE: dict = {}
 # How long the in-page "is anything running" heartbeat counts as fresh.
 PRODMON_HEARTBEAT_SECONDS = env.int("PRODMON_HEARTBEAT_SECONDS", default=300)
 
+# PRODMON_LOG_FORMAT=json gives one JSON object per line (the production default).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {
+        "json": {"()": "prodmon.logs.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": env.str("PRODMON_LOG_FORMAT", default="text"),
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("PRODMON_LOG_LEVEL", default="INFO")},
 }
 

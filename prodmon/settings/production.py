@@ -61,6 +61,10 @@ CACHES = {
     }
 }
 
+LOGGING["handlers"]["console"]["formatter"] = env.str(  # noqa: F405
+    "PRODMON_LOG_FORMAT", default="json"
+)
+
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_HSTS_SECONDS = env.int("DJANGO_HSTS_SECONDS", default=31536000)
