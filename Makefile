@@ -37,14 +37,18 @@ run: install
 serve: install
 	PRODMON_BIND=$(HOST):$(PORT) $(BIN)/gunicorn prodmon.wsgi -c deploy/gunicorn.conf.py
 
-# Debian's Chromium for the browser tests (Playwright cannot download its own here).
+# Debian tools the tests use: Chromium for the browser tests (Playwright cannot
+# download its own browser here) and nginx for `nginx -t` of deploy/.
+DEBIAN_TOOLS := chromium:chromium nginx:nginx-light
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@missing=""; for t in $(DEBIAN_TOOLS); do \
+	  command -v $${t%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${t%%:*} ] || missing="$$missing $${t#*:}"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing Debian's chromium for the browser tests"; \
-	    (apt-get install -y -qq chromium >/dev/null 2>&1 || \
-	      (apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null)); \
-	  else echo "chromium missing and not root: browser tests will be skipped"; fi; }
+	    echo "installing Debian packages for the tests:$$missing"; \
+	    apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	      (apt-get update -qq >/dev/null && apt-get install -y -qq $$missing >/dev/null); \
+	  else echo "missing$$missing and not root: those tests will be skipped"; fi; fi
 
 test: install browser
 	$(BIN)/pytest $(PYTEST_ARGS)

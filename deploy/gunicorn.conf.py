@@ -31,13 +31,15 @@ proc_name = "prodmon-web"
 _metrics_dir = os.environ.setdefault(
     "PROMETHEUS_MULTIPROC_DIR", os.path.join(os.environ.get("PRODMON_VAR_DIR", "var"), "metrics")
 )
+# Made when the config is read: the app may be imported before on_starting.
+os.makedirs(_metrics_dir, exist_ok=True)
 
 
 def on_starting(server):
-    import shutil
-
-    shutil.rmtree(_metrics_dir, ignore_errors=True)
-    os.makedirs(_metrics_dir, exist_ok=True)
+    # Samples of a previous run's dead workers would be summed in: start clean.
+    for name in os.listdir(_metrics_dir):
+        if name.endswith(".db"):
+            os.remove(os.path.join(_metrics_dir, name))
 
 
 def child_exit(server, worker):
