@@ -139,8 +139,6 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE: dict = {}
 
-# How long the in-page "is anything running" heartbeat counts as fresh.
-PRODMON_HEARTBEAT_SECONDS = env.int("PRODMON_HEARTBEAT_SECONDS", default=300)
 
 # PRODMON_LOG_FORMAT=json gives one JSON object per line (the production default).
 LOGGING = {
