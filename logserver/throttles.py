@@ -15,25 +15,36 @@ from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
 
 class GlobalIngestThrottle(BaseThrottle):
-    """A one-second fixed window counter shared by all workers."""
+    """A one-second window of events shared by all workers.
+
+    A bulk request weighs as many events as it carries. A request is admitted
+    while the window had room before it, so one large batch can always get
+    through an idle second, and what follows it in that second is shed."""
 
     def allow_request(self, request, view) -> bool:
         capacity = settings.PRODMON_INGEST_CAPACITY
         if capacity <= 0:
             return True
-        window = int(time.time())
-        key = f"ingest-capacity:{window}"
-        if cache.add(key, 1, timeout=5):
+        weight = _weight(request)
+        key = f"ingest-capacity:{int(time.time())}"
+        if cache.add(key, weight, timeout=5):
             return True
         try:
-            count = cache.incr(key)
+            after = cache.incr(key, weight)
         except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout=5)
+            cache.set(key, weight, timeout=5)
             return True
-        return count <= capacity
+        return after - weight < capacity
 
     def wait(self) -> float:
         return 1.0
+
+
+def _weight(request) -> int:
+    if request.path.endswith("/bulk/"):
+        events = request.data.get("events") if isinstance(request.data, dict) else None
+        return max(len(events), 1) if isinstance(events, list) else 1
+    return 1
 
 
 class IngestRateThrottle(SimpleRateThrottle):

@@ -173,3 +173,24 @@ def test_a_good_login_still_works_below_the_limit():
     client.post("/accounts/login/", {"username": "bob", "password": "wrong"})
     r = client.post("/accounts/login/", {"username": "bob", "password": "pw-for-tests"})
     assert r.status_code == 302
+
+
+@pytest.mark.django_db
+def test_a_bulk_request_weighs_as_many_events_as_it_carries(
+    experiment, ingest_token, settings, monkeypatch
+):
+    StageFactory(campaign=CampaignFactory(experiment=experiment, name="mc"), name="gen")
+    settings.PRODMON_INGEST_CAPACITY = 5
+    # Pin the clock so both requests fall in the same one-second window.
+    monkeypatch.setattr("logserver.throttles.time.time", lambda: 1_800_000_000.5)
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {ingest_token[1]}")
+    events = [dict(_start_body(), type="start") for _ in range(5)]
+    first = client.post(
+        "/api/v1/ingest/bulk/", data=json.dumps({"events": events}), content_type="application/json"
+    )
+    after = _post(client, _start_body())
+    # The batch filled the window; a single event in the same second is shed.
+    assert first.status_code == 200
+    assert first.json()["accepted"] == 5
+    assert after.status_code == 429
+    assert after["Retry-After"] == "1"
