@@ -1,6 +1,567 @@
-"""Error classification services (issue 4 fills this in)."""
+"""Writes for triage: classify attempts, keep error classes' lifecycle, and the
+shifter actions (rules, naming, status), each audited.
+
+Flow of `attempt_classify` (run by triage.tasks.attempt_classify_task after
+every applied end event, and by the sweep):
+
+- a succeeded attempt is checked (declared outputs, sizes, checksums, the
+  stage's or campaign's check command); a failed check turns it into a
+  failure through prodmon.services.attempt_fail_post_check and classifies it
+  under the check's own class;
+- a failed attempt gets its verdict from triage.classify (rules, hold code,
+  exit code, cluster, ...), which `_record` stores as the attempt's one
+  AttemptClassification. Re-running is idempotent: the same verdict changes
+  nothing, a different one moves the attempt and fixes both classes' counts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, Max, Min, Value
+from django.db.models.functions import Coalesce, Greatest, Least
+from django.utils import timezone
+
+from prodmon import services as production
+from prodmon.models import Attempt, Experiment, OutputFile
+from triage import checks, persistence, selectors
+from triage.classify import ClassSpec, Source, Verdict, classify_failure
+from triage.errorlines import EXCERPT_AFTER, EXCERPT_BEFORE
+from triage.kb import Category
+from triage.models import (
+    AttemptClassification,
+    CustomExitCode,
+    ErrorClass,
+    SignatureRule,
+    SuccessCheck,
+)
+from triage.regexguard import MAX_LINE_CHARS, compile_user_pattern
+
+logger = logging.getLogger(__name__)
+
+# A class stays "new" this long after it was first seen, and "regressed" this
+# long after it came back; then it counts as "ongoing" (as in Sentry).
+NEW_PERIOD = dt.timedelta(days=7)
+_POST_CHECK_KEYS = {spec.key for spec in checks.CHECK_CLASSES.values()}
+MAX_EXCERPT_LINE = 500
 
 
-def attempt_classify(*, attempt_id: int) -> None:
-    """Classify an ended attempt. Until the triage work lands this records nothing."""
+def _rule_budget() -> float:
+    return float(getattr(settings, "TRIAGE_RULE_BUDGET_SECONDS", 0.5))
+
+
+# --- classification ---------------------------------------------------------------
+
+
+def attempt_classify(*, attempt_id: int) -> AttemptClassification | None:
+    """Classify an ended attempt (see the module docstring). None when nothing to do."""
+    attempt = (
+        Attempt.objects.select_related("job__stage__campaign__experiment", "node")
+        .filter(pk=attempt_id)
+        .first()
+    )
+    if attempt is None or not attempt.is_ended:
+        return None
+    if attempt.status == Attempt.Status.SUCCEEDED:
+        return _check_success(attempt)
+
+    existing = (
+        AttemptClassification.objects.filter(attempt=attempt).select_related("error_class").first()
+    )
+    if existing is not None and existing.error_class.key in _POST_CHECK_KEYS:
+        return existing  # we failed it after a check: that verdict stands
+
+    tail = selectors.attempt_tail(attempt=attempt)
+    facts = selectors.failure_facts(attempt=attempt)
+    experiment_id = attempt.job.stage.campaign.experiment_id
+    verdict = classify_failure(
+        lines=tail.lines,
+        facts=facts,
+        rules=selectors.compiled_rules(experiment_id=experiment_id),
+        cluster=lambda line: persistence.cluster_line(experiment_id=experiment_id, line=line),
+        budget_seconds=_rule_budget(),
+    )
+    if verdict.timed_out_rules:
+        _note_slow_rules(verdict.timed_out_rules, attempt)
+    return _record(attempt=attempt, verdict=verdict, tail=tail)
+
+
+def _check_success(attempt: Attempt) -> AttemptClassification | None:
+    failure = _success_failure(attempt)
+    if failure is None:
+        return None
+    production.attempt_fail_post_check(attempt_id=attempt.pk, reason=failure.reason)
+    attempt.refresh_from_db()
+    if attempt.status != Attempt.Status.FAILED:
+        return None
+    verdict = Verdict(spec=checks.CHECK_CLASSES[failure.kind], detail=failure.reason[:300])
+    return _record(attempt=attempt, verdict=verdict, tail=None, line_text=failure.reason)
+
+
+def _success_failure(attempt: Attempt) -> checks.CheckFailure | None:
+    job = attempt.job
+    outputs = [
+        checks.OutputFact(name=o.name, size=o.size, checksum=o.checksum)
+        for o in OutputFile.objects.filter(attempt=attempt).only("name", "size", "checksum")
+    ]
+    failure = checks.check_outputs(job.expected_outputs, outputs)
+    if failure is not None:
+        return failure
+    stage = job.stage
+    commands = SuccessCheck.objects.filter(enabled=True, experiment_id=stage.campaign.experiment_id)
+    commands = commands.filter(stage=stage) | commands.filter(
+        campaign_id=stage.campaign_id, stage__isnull=True
+    )
+    commands = list(commands.order_by("pk"))
+    if not commands:
+        return None
+    tail = selectors.attempt_tail(attempt=attempt)
+    env = checks.check_environment(
+        attempt_facts={
+            "attempt_uid": attempt.uid,
+            "job_key": job.key,
+            "campaign": stage.campaign.name,
+            "stage": stage.name,
+            "experiment": stage.campaign.experiment.name,
+            "exit_code": attempt.exit_code,
+            "events_processed": attempt.events_processed,
+            "wall_s": attempt.wall_s,
+        },
+        outputs=outputs,
+    )
+    stdin = (tail.text + "\n").encode("utf-8", "replace") if tail.lines else b""
+    for check in commands:
+        try:
+            failure = checks.run_check_command(
+                check.command, stdin=stdin, env=env, timeout_s=check.timeout_s
+            )
+        except (OSError, ValueError) as exc:
+            # A check that cannot start is broken configuration, not a bad
+            # attempt: say so loudly and do not fail good work for it.
+            logger.error("success check %s (%s) could not run: %s", check.pk, check.name, exc)
+            continue
+        if failure is not None:
+            return checks.CheckFailure(failure.kind, f"{check.name}: {failure.reason}")
     return None
+
+
+def _note_slow_rules(keys: tuple[str, ...], attempt: Attempt) -> None:
+    ids = [int(k.split(":")[1]) for k in keys if k.split(":")[1].isdigit()]
+    if ids:
+        SignatureRule.objects.filter(pk__in=ids).update(last_timeout_at=timezone.now())
+    logger.warning("rules %s ran out of time on attempt %s", ", ".join(keys), attempt.uid)
+
+
+def error_class_for(*, experiment: Experiment, spec: ClassSpec) -> ErrorClass:
+    """The experiment's class for a spec, created on first sight."""
+    found = ErrorClass.objects.filter(experiment=experiment, key=spec.key).first()
+    if found is None:
+        try:
+            with transaction.atomic():
+                found = ErrorClass.objects.create(
+                    experiment=experiment,
+                    key=spec.key,
+                    source=spec.source,
+                    title=spec.title[:200],
+                    explanation=spec.explanation,
+                    category=spec.category,
+                    transient=spec.transient,
+                    suggested_action=spec.action,
+                    family=spec.family,
+                    code=spec.code,
+                    subcode=spec.subcode,
+                    template=spec.template,
+                )
+        except IntegrityError:
+            found = ErrorClass.objects.get(experiment=experiment, key=spec.key)
+    elif spec.template and found.template != spec.template and found.source == Source.CLUSTER:
+        # Drain generalized the template; follow it unless a shifter named the class.
+        found.template = spec.template
+        fields = ["template"]
+        if found.named_by_id is None:
+            found.title = spec.title[:200]
+            fields.append("title")
+        found.save(update_fields=fields)
+    while found.merged_into_id is not None:
+        found = found.merged_into
+    return found
+
+
+def _line_fields(
+    attempt: Attempt, verdict: Verdict, tail: selectors.Tail | None, line_text: str
+) -> dict:
+    fields = {
+        "line": line_text[:MAX_LINE_CHARS],
+        "line_number": None,
+        "line_is_absolute": True,
+        "log_offset": None,
+        "tail_offset": 0,
+        "span_start": None,
+        "span_end": None,
+        "excerpt": [],
+    }
+    if tail is None or verdict.line_index is None or not tail.lines:
+        return fields
+    index = verdict.line_index
+    start, stop = max(0, index - EXCERPT_BEFORE), min(len(tail.lines), index + EXCERPT_AFTER + 1)
+    before = selectors.lines_before(attempt=attempt, offset=tail.start) if tail.start else 0
+    base = 1 + (before or 0)
+    fields.update(
+        line=tail.lines[index][:MAX_LINE_CHARS],
+        line_number=index + base,
+        line_is_absolute=before is not None,
+        log_offset=tail.offsets[index],
+        tail_offset=tail.start,
+        excerpt=[[i + base, tail.lines[i][:MAX_EXCERPT_LINE]] for i in range(start, stop)],
+    )
+    if verdict.span is not None and verdict.span[1] <= MAX_LINE_CHARS:
+        fields.update(span_start=verdict.span[0], span_end=verdict.span[1])
+    return fields
+
+
+def _record(
+    *,
+    attempt: Attempt,
+    verdict: Verdict,
+    tail: selectors.Tail | None,
+    line_text: str = "",
+) -> AttemptClassification:
+    stage = attempt.job.stage
+    campaign = stage.campaign
+    experiment = campaign.experiment
+    class_id = verdict.rule.class_id if verdict.rule is not None else 0
+    if class_id:
+        error_class = ErrorClass.objects.get(pk=class_id)
+        while error_class.merged_into_id is not None:
+            error_class = error_class.merged_into
+    else:
+        error_class = error_class_for(experiment=experiment, spec=verdict.spec)
+    seen_at = attempt.ended_at or timezone.now()
+    values = {
+        "error_class": error_class,
+        "source": verdict.source if verdict.rule is None else Source.RULE,
+        "rule_id": verdict.rule.rule_id if class_id else None,
+        "detail": verdict.detail[:300],
+        "experiment": experiment,
+        "campaign": campaign,
+        "stage": stage,
+        "node": attempt.node,
+        "site": attempt.node.site if attempt.node else "",
+        "seen_at": seen_at,
+        "wall_s": attempt.wall_s,
+        "cores": attempt.cores or 1,
+        **_line_fields(attempt, verdict, tail, line_text),
+    }
+    with transaction.atomic():
+        row = AttemptClassification.objects.select_for_update().filter(attempt=attempt).first()
+        old_class_id = row.error_class_id if row is not None else None
+        if row is None:
+            try:
+                with transaction.atomic():
+                    row = AttemptClassification.objects.create(attempt=attempt, **values)
+            except IntegrityError:
+                row = AttemptClassification.objects.select_for_update().get(attempt=attempt)
+                old_class_id = row.error_class_id
+        if row.error_class_id != error_class.pk or old_class_id is not None:
+            for name, value in values.items():
+                setattr(row, name, value)
+            row.save()
+        if old_class_id != error_class.pk:
+            _count_occurrence(error_class=error_class, attempt=attempt, seen_at=seen_at)
+            if old_class_id is not None:
+                _recount(old_class_id)
+            error_class.refresh_from_db()
+    if verdict.cluster is not None and verdict.cluster.merged:
+        _merge_cluster_classes(
+            experiment=experiment, target=error_class, ids=verdict.cluster.merged
+        )
+    return row
+
+
+def _count_occurrence(*, error_class: ErrorClass, attempt: Attempt, seen_at: dt.datetime) -> None:
+    at = Value(seen_at)
+    ErrorClass.objects.filter(pk=error_class.pk).update(
+        times_seen=F("times_seen") + 1,
+        first_seen=Least(Coalesce(F("first_seen"), at), at),
+        last_seen=Greatest(Coalesce(F("last_seen"), at), at),
+    )
+    now = timezone.now()
+    regressed = ErrorClass.objects.filter(
+        pk=error_class.pk, status=ErrorClass.Status.RESOLVED, resolved_at__lt=seen_at
+    ).update(status=ErrorClass.Status.REGRESSED, status_changed_at=now)
+    if regressed:
+        production.audit_record(
+            actor=None,
+            action="error_class.regressed",
+            experiment=error_class.experiment,
+            target=error_class,
+            params={"attempt": str(attempt.uid), "seen_at": seen_at.isoformat()},
+            result="regressed",
+        )
+    ErrorClass.objects.filter(
+        pk=error_class.pk, status=ErrorClass.Status.NEW, first_seen__lt=now - NEW_PERIOD
+    ).update(status=ErrorClass.Status.ONGOING, status_changed_at=now)
+
+
+def _recount(class_id: int) -> None:
+    stats = AttemptClassification.objects.filter(error_class_id=class_id).aggregate(
+        n=Count("id"), first=Min("seen_at"), last=Max("seen_at")
+    )
+    ErrorClass.objects.filter(pk=class_id).update(
+        times_seen=stats["n"] or 0, first_seen=stats["first"], last_seen=stats["last"]
+    )
+
+
+def _merge_cluster_classes(*, experiment: Experiment, target: ErrorClass, ids) -> None:
+    keys = [f"cluster:{i}" for i in ids]
+    for source in ErrorClass.objects.filter(
+        experiment=experiment, key__in=keys, merged_into__isnull=True, source=Source.CLUSTER
+    ).exclude(pk=target.pk):
+        error_class_merge(source=source, target=target, actor=None)
+
+
+def error_class_merge(
+    *, source: ErrorClass, target: ErrorClass, actor: AbstractBaseUser | None
+) -> ErrorClass:
+    """Move every attempt of `source` into `target`; `source` remains as a pointer."""
+    with transaction.atomic():
+        moved = AttemptClassification.objects.filter(error_class=source).update(error_class=target)
+        ErrorClass.objects.filter(pk=source.pk).update(merged_into=target, times_seen=0)
+        _recount(target.pk)
+        production.audit_record(
+            actor=actor,
+            action="error_class.merge",
+            experiment=target.experiment,
+            target=target,
+            params={"merged": source.pk, "merged_key": source.key, "attempts": moved},
+            result="merged",
+        )
+    return target
+
+
+def error_class_lifecycle_sweep(*, now: dt.datetime | None = None) -> int:
+    """new -> ongoing after NEW_PERIOD; regressed -> ongoing NEW_PERIOD after regressing."""
+    now = now or timezone.now()
+    cutoff = now - NEW_PERIOD
+    changed = ErrorClass.objects.filter(status=ErrorClass.Status.NEW, first_seen__lt=cutoff).update(
+        status=ErrorClass.Status.ONGOING, status_changed_at=now
+    )
+    changed += ErrorClass.objects.filter(
+        status=ErrorClass.Status.REGRESSED, status_changed_at__lt=cutoff
+    ).update(status=ErrorClass.Status.ONGOING, status_changed_at=now)
+    return changed
+
+
+def attempt_classify_sweep(*, since: dt.datetime | None = None, limit: int = 1000) -> int:
+    """Classify ended failures that have no classification (e.g. the broker was down)."""
+    since = since or timezone.now() - dt.timedelta(days=1)
+    done = 0
+    for attempt_id in selectors.unclassified_failed_attempt_ids(since=since, limit=limit):
+        try:
+            if attempt_classify(attempt_id=attempt_id) is not None:
+                done += 1
+        except Exception:  # noqa: BLE001 - one bad attempt must not stop the sweep
+            logger.exception("could not classify attempt %s", attempt_id)
+    return done
+
+
+# --- shifter actions (all audited) ----------------------------------------------------
+
+
+def error_class_set_status(
+    *, error_class: ErrorClass, status: str, actor: AbstractBaseUser
+) -> ErrorClass:
+    if status not in ErrorClass.Status.values:
+        raise ValueError(f"unknown status {status!r}")
+    before = error_class.status
+    now = timezone.now()
+    error_class.status = status
+    error_class.status_changed_at = now
+    fields = ["status", "status_changed_at"]
+    if status == ErrorClass.Status.RESOLVED:
+        error_class.resolved_at = now
+        fields.append("resolved_at")
+    error_class.save(update_fields=fields)
+    production.audit_record(
+        actor=actor,
+        action="error_class.status",
+        experiment=error_class.experiment,
+        target=error_class,
+        params={"from": before, "to": status},
+        result=status,
+    )
+    return error_class
+
+
+CLASS_TEXT_FIELDS = ("title", "explanation", "category", "transient", "suggested_action")
+
+
+def error_class_update(*, error_class: ErrorClass, actor: AbstractBaseUser, **data) -> ErrorClass:
+    """Rename or re-describe a class (e.g. name a cluster)."""
+    changed = {}
+    for name in CLASS_TEXT_FIELDS:
+        if name in data and getattr(error_class, name) != data[name]:
+            changed[name] = [getattr(error_class, name), data[name]]
+            setattr(error_class, name, data[name])
+    if data.get("category") and data["category"] not in Category.VALUES:
+        raise ValueError(f"unknown category {data['category']!r}")
+    if changed:
+        error_class.named_by = actor if actor.is_authenticated else None
+        error_class.save(update_fields=[*changed, "named_by"])
+    production.audit_record(
+        actor=actor,
+        action="error_class.update",
+        experiment=error_class.experiment,
+        target=error_class,
+        params={k: [str(v[0])[:200], str(v[1])[:200]] for k, v in changed.items()},
+        result="updated" if changed else "unchanged",
+    )
+    return error_class
+
+
+RULE_FIELDS = ("name", "pattern", "ignore_case", "priority", "job_types", "exit_codes", "enabled")
+
+
+def rule_create(
+    *,
+    experiment: Experiment,
+    actor: AbstractBaseUser,
+    rule_data: dict,
+    class_data: dict,
+    error_class: ErrorClass | None = None,
+) -> SignatureRule:
+    """Create a rule and the class it names (or attach it to `error_class`,
+    as when a cluster is promoted)."""
+    compile_user_pattern(rule_data["pattern"], ignore_case=rule_data.get("ignore_case", False))
+    with transaction.atomic():
+        promoted = error_class is not None
+        if error_class is None:
+            error_class = ErrorClass.objects.create(
+                experiment=experiment,
+                key=f"rule:new:{uuid.uuid4().hex}",
+                source=Source.RULE,
+                title=class_data.get("title") or rule_data["name"],
+                named_by=actor,
+            )
+        rule = SignatureRule.objects.create(
+            experiment=experiment,
+            error_class=error_class,
+            created_by=actor,
+            updated_by=actor,
+            **{k: rule_data[k] for k in RULE_FIELDS if k in rule_data},
+        )
+        if not promoted:
+            error_class.key = f"rule:{rule.pk}"
+        else:
+            error_class.source = Source.RULE
+        for name in CLASS_TEXT_FIELDS:
+            if name in class_data:
+                setattr(error_class, name, class_data[name])
+        error_class.named_by = actor
+        error_class.save()
+        production.audit_record(
+            actor=actor,
+            action="rule.promote" if promoted else "rule.create",
+            experiment=experiment,
+            target=rule,
+            params={
+                **{k: rule_data.get(k) for k in RULE_FIELDS},
+                "error_class": error_class.pk,
+            },
+            result="created",
+        )
+    return rule
+
+
+def rule_update(
+    *, rule: SignatureRule, actor: AbstractBaseUser, rule_data: dict, class_data: dict
+) -> SignatureRule:
+    compile_user_pattern(
+        rule_data.get("pattern", rule.pattern),
+        ignore_case=rule_data.get("ignore_case", rule.ignore_case),
+    )
+    with transaction.atomic():
+        before = {k: getattr(rule, k) for k in RULE_FIELDS}
+        for name in RULE_FIELDS:
+            if name in rule_data:
+                setattr(rule, name, rule_data[name])
+        rule.updated_by = actor
+        rule.save()
+        error_class = rule.error_class
+        for name in CLASS_TEXT_FIELDS:
+            if name in class_data:
+                setattr(error_class, name, class_data[name])
+        error_class.named_by = actor
+        error_class.save()
+        production.audit_record(
+            actor=actor,
+            action="rule.update",
+            experiment=rule.experiment,
+            target=rule,
+            params={
+                k: [before[k], getattr(rule, k)]
+                for k in RULE_FIELDS
+                if before[k] != getattr(rule, k)
+            },
+            result="updated",
+        )
+    return rule
+
+
+def rule_reclassify(*, rule_id: int, attempt_ids: list[int] | None = None) -> int:
+    """Re-run classification for recent failures after a rule changed."""
+    rule = SignatureRule.objects.filter(pk=rule_id).first()
+    if rule is None:
+        return 0
+    ids = attempt_ids or selectors.attempt_ids_for_reclassify(experiment_id=rule.experiment_id)
+    changed = 0
+    for attempt_id in ids:
+        before = (
+            AttemptClassification.objects.filter(attempt_id=attempt_id)
+            .values_list("error_class_id", flat=True)
+            .first()
+        )
+        row = attempt_classify(attempt_id=attempt_id)
+        if row is not None and row.error_class_id != before:
+            changed += 1
+    return changed
+
+
+def custom_codes_load(
+    *, experiment: Experiment, entries: list[dict], actor: AbstractBaseUser | None, family: str
+) -> tuple[int, int]:
+    """Create or update an experiment's own exit codes. Returns (created, updated)."""
+    created = updated = 0
+    with transaction.atomic():
+        for item in entries:
+            defaults = {
+                "family": family,
+                "title": str(item["title"])[:200],
+                "explanation": str(item.get("explanation", "")),
+                "category": item.get("category", Category.UNKNOWN),
+                "transient": bool(item.get("transient", False)),
+                "suggested_action": str(item.get("action", "")),
+            }
+            if defaults["category"] not in Category.VALUES:
+                raise ValueError(
+                    f"code {item['code']}: category must be one of {', '.join(Category.VALUES)}"
+                )
+            _, was_created = CustomExitCode.objects.update_or_create(
+                experiment=experiment, code=int(item["code"]), defaults=defaults
+            )
+            created += was_created
+            updated += not was_created
+        production.audit_record(
+            actor=actor,
+            action="custom_codes.load",
+            experiment=experiment,
+            params={"family": family, "codes": [int(i["code"]) for i in entries]},
+            result=f"{created} created, {updated} updated",
+            actor_label="" if actor is not None else "manage.py triage_load_codes",
+        )
+    return created, updated

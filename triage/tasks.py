@@ -1,4 +1,10 @@
-"""Triage tasks. attempt_classify_task is enqueued after every attempt end."""
+"""Triage tasks: thin wrappers that take ids and call one service.
+
+attempt_classify_task is enqueued (on commit) after every applied end event.
+The sweeps are meant for the beat schedule: attempt_classify_sweep_task
+catches failures whose task was lost (say, the broker was down), and
+error_class_lifecycle_sweep_task moves classes from new/regressed to ongoing.
+"""
 
 from celery import shared_task
 
@@ -8,3 +14,24 @@ def attempt_classify_task(attempt_id: int) -> None:
     from triage import services
 
     services.attempt_classify(attempt_id=attempt_id)
+
+
+@shared_task(name="triage.rule_reclassify_task", ignore_result=True)
+def rule_reclassify_task(rule_id: int, attempt_ids: list[int] | None = None) -> None:
+    from triage import services
+
+    services.rule_reclassify(rule_id=rule_id, attempt_ids=attempt_ids)
+
+
+@shared_task(name="triage.attempt_classify_sweep_task", ignore_result=True)
+def attempt_classify_sweep_task() -> None:
+    from triage import services
+
+    services.attempt_classify_sweep()
+
+
+@shared_task(name="triage.error_class_lifecycle_sweep_task", ignore_result=True)
+def error_class_lifecycle_sweep_task() -> None:
+    from triage import services
+
+    services.error_class_lifecycle_sweep()

@@ -1,0 +1,607 @@
+"""Reads for triage, always scoped to the experiments the caller may see."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db.models import Count, F, FloatField, Max, Min, QuerySet, Sum
+from django.db.models.functions import Coalesce, TruncDay, TruncHour
+from django.utils import timezone
+
+from logserver.selectors import log_line_url, log_pieces, log_tail
+from prodmon.models import Attempt, Campaign, Stage
+from triage import kb
+from triage.classify import (
+    ClassSpec,
+    CompiledRule,
+    FailureFacts,
+    builtin_rules,
+    compile_user_rule,
+    match_rules,
+    rule_sort_key,
+)
+from triage.models import (
+    AttemptClassification,
+    CustomExitCode,
+    ErrorClass,
+    SignatureRule,
+    TriageSettings,
+)
+from triage.regexguard import UnsafePattern
+
+logger = logging.getLogger(__name__)
+
+WINDOWS: dict[str, dt.timedelta | None] = {
+    "24h": dt.timedelta(hours=24),
+    "7d": dt.timedelta(days=7),
+    "14d": dt.timedelta(days=14),
+    "30d": dt.timedelta(days=30),
+    "all": None,
+}
+DEFAULT_WINDOW = "7d"
+
+
+def tail_bytes() -> int:
+    return int(getattr(settings, "TRIAGE_TAIL_BYTES", 64 * 1024))
+
+
+# --- the inputs of classification ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tail:
+    """An attempt's log tail as lines, with each line's byte offset in the log."""
+
+    lines: list[str]
+    offsets: list[int]
+    start: int  # byte offset of the first line (0: the tail is the whole log)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def attempt_tail(*, attempt: Attempt, max_bytes: int | None = None) -> Tail:
+    """The last `max_bytes` of the log, split into lines. A line cut by the window's
+    start, or by a gap of missing bytes, is dropped rather than shown half."""
+    max_bytes = max_bytes or tail_bytes()
+    segments = log_tail(attempt=attempt, max_bytes=max_bytes)
+    lines: list[str] = []
+    offsets: list[int] = []
+    window_start = max(attempt.log_bytes - max_bytes, 0)
+    partial_start = window_start > 0
+    for segment in segments:
+        if segment.is_gap:
+            partial_start = True
+            continue
+        pos = segment.offset
+        parts = segment.text.split("\n")
+        for i, part in enumerate(parts):
+            length = len(part.encode("utf-8", "replace"))
+            drop = i == 0 and partial_start
+            last = i == len(parts) - 1
+            if not drop and not (last and part == ""):
+                lines.append(part.rstrip("\r"))
+                offsets.append(pos)
+            pos += length + 1
+        partial_start = False
+    start = offsets[0] if offsets else window_start
+    return Tail(lines=lines, offsets=offsets, start=start)
+
+
+# Counting lines before the tail reads the log from its start; beyond this
+# many bytes the line number stays relative to the tail.
+LINE_COUNT_MAX_BYTES = 8 * 1024 * 1024
+
+
+def lines_before(*, attempt: Attempt, offset: int) -> int | None:
+    """How many lines the log viewer numbers before byte `offset` (None: too far)."""
+    if offset <= 0:
+        return 0
+    if offset > LINE_COUNT_MAX_BYTES:
+        return None
+    count = 0
+    for piece in log_pieces(attempt_id=attempt.pk, start=0, end=offset):
+        # The viewer shows a gap of missing bytes as one pseudo-line.
+        count += 1 if piece.is_gap else piece.data.count(b"\n")
+    return count
+
+
+def attempt_line_url(*, attempt: Attempt, line_number: int) -> str:
+    return log_line_url(attempt=attempt, line_no=line_number)
+
+
+def triage_settings_for(*, experiment_id: int) -> TriageSettings | None:
+    return TriageSettings.objects.filter(experiment_id=experiment_id).first()
+
+
+def custom_code_specs(*, experiment_id: int) -> dict[int, ClassSpec]:
+    return {
+        c.code: ClassSpec(
+            key=f"exit:{c.family}:{c.code}",
+            source="exit-code",
+            title=c.title,
+            category=c.category,
+            transient=c.transient,
+            action=c.suggested_action or kb.Action.INVESTIGATE,
+            explanation=c.explanation,
+            family=c.family,
+            code=c.code,
+        )
+        for c in CustomExitCode.objects.filter(experiment_id=experiment_id)
+    }
+
+
+def failure_facts(*, attempt: Attempt) -> FailureFacts:
+    stage = attempt.job.stage
+    experiment_id = stage.campaign.experiment_id
+    config = triage_settings_for(experiment_id=experiment_id)
+    families = kb.families_for(
+        job_type=stage.job_type,
+        code_families=config.code_families if config else None,
+        job_type_families=config.job_type_families if config else None,
+    )
+    return FailureFacts(
+        exit_code=attempt.exit_code,
+        signal=attempt.signal,
+        reported_success=attempt.reported_success,
+        job_type=stage.job_type,
+        families=families,
+        custom_codes=custom_code_specs(experiment_id=experiment_id),
+    )
+
+
+# A rule not saved yet sorts after every saved one (it is the newest).
+CANDIDATE_RULE_ID = 10**12
+
+
+def compile_rule(rule: SignatureRule) -> CompiledRule:
+    return compile_user_rule(
+        rule_id=rule.pk or CANDIDATE_RULE_ID,
+        pattern=rule.pattern,
+        name=rule.name,
+        ignore_case=rule.ignore_case,
+        priority=rule.priority,
+        job_types=rule.job_type_list(),
+        exit_codes=rule.exit_code_list(),
+        class_id=rule.error_class_id or 0,
+    )
+
+
+def compiled_rules(*, experiment_id: int, exclude_id: int | None = None) -> list[CompiledRule]:
+    out = []
+    rules = SignatureRule.objects.filter(experiment_id=experiment_id, enabled=True)
+    if exclude_id is not None:
+        rules = rules.exclude(pk=exclude_id)
+    for rule in rules:
+        try:
+            out.append(compile_rule(rule))
+        except UnsafePattern:
+            logger.warning("skipping signature rule %s: its pattern no longer compiles", rule.pk)
+    return out
+
+
+# --- classes, summaries ----------------------------------------------------------
+
+
+def error_class_get(*, pk: int, experiment_ids: set[int]) -> ErrorClass | None:
+    return (
+        ErrorClass.objects.select_related("experiment", "merged_into", "named_by")
+        .filter(pk=pk, experiment_id__in=experiment_ids)
+        .first()
+    )
+
+
+@dataclass
+class SummaryFilters:
+    experiment_ids: set[int]
+    experiment: int | None = None
+    campaign: int | None = None
+    stage: int | None = None
+    site: str = ""
+    window: str = DEFAULT_WINDOW
+    status: str = ""
+    category: str = ""
+
+    @property
+    def since(self) -> dt.datetime | None:
+        span = WINDOWS.get(self.window)
+        return timezone.now() - span if span else None
+
+    def job_table_params(self) -> dict[str, str]:
+        """The same filters, named as the job table (/jobs/) takes them."""
+        params = {"state": "failed"}
+        for name in ("experiment", "campaign", "stage"):
+            value = getattr(self, name)
+            if value:
+                params[name] = str(value)
+        if self.site:
+            params["site"] = self.site
+        return params
+
+
+def classification_list(*, filters: SummaryFilters) -> QuerySet[AttemptClassification]:
+    qs = AttemptClassification.objects.filter(
+        experiment_id__in=filters.experiment_ids, error_class__merged_into__isnull=True
+    )
+    if filters.experiment:
+        qs = qs.filter(experiment_id=filters.experiment)
+    if filters.campaign:
+        qs = qs.filter(campaign_id=filters.campaign)
+    if filters.stage:
+        qs = qs.filter(stage_id=filters.stage)
+    if filters.site:
+        qs = qs.filter(site__iexact=filters.site)
+    if filters.since is not None:
+        qs = qs.filter(seen_at__gte=filters.since)
+    if filters.status:
+        qs = qs.filter(error_class__status=filters.status)
+    if filters.category:
+        qs = qs.filter(error_class__category=filters.category)
+    return qs
+
+
+@dataclass
+class ClassRow:
+    error_class: ErrorClass
+    failures: int
+    wall_s: float
+    core_s: float
+    first_seen: dt.datetime | None
+    last_seen: dt.datetime | None
+    sites: int = 0
+
+
+@dataclass
+class MatrixCell:
+    failures: int = 0
+    wall_s: float = 0.0
+    top_class: ErrorClass | None = None
+    top_count: int = 0
+
+
+@dataclass
+class Summary:
+    filters: SummaryFilters
+    rows: list[ClassRow]
+    total_failures: int
+    total_wall_s: float
+    stages: list[Stage] = field(default_factory=list)
+    sites: list[str] = field(default_factory=list)
+    matrix: dict[tuple[int, str], MatrixCell] = field(default_factory=dict)
+
+    def cell(self, stage_id: int, site: str) -> MatrixCell | None:
+        return self.matrix.get((stage_id, site))
+
+
+_wall = Coalesce(F("wall_s"), 0.0, output_field=FloatField())
+_core = Coalesce(F("wall_s") * F("cores"), 0.0, output_field=FloatField())
+
+
+def error_summary(*, filters: SummaryFilters, limit: int = 200) -> Summary:
+    """Failures, wall time lost, and the stage x site matrix under the filters."""
+    qs = classification_list(filters=filters)
+    per_class = list(
+        qs.values("error_class_id")
+        .annotate(
+            n=Count("id"),
+            wall=Sum(_wall),
+            core=Sum(_core),
+            first=Min("seen_at"),
+            last=Max("seen_at"),
+            sites=Count("site", distinct=True),
+        )
+        .order_by("-wall", "-n")[:limit]
+    )
+    classes = ErrorClass.objects.in_bulk([r["error_class_id"] for r in per_class])
+    rows = [
+        ClassRow(
+            error_class=classes[r["error_class_id"]],
+            failures=r["n"],
+            wall_s=r["wall"] or 0.0,
+            core_s=r["core"] or 0.0,
+            first_seen=r["first"],
+            last_seen=r["last"],
+            sites=r["sites"],
+        )
+        for r in per_class
+        if r["error_class_id"] in classes
+    ]
+    totals = qs.aggregate(n=Count("id"), wall=Sum(_wall))
+
+    cells: dict[tuple[int, str], MatrixCell] = {}
+    for r in qs.values("stage_id", "site").annotate(n=Count("id"), wall=Sum(_wall)).order_by():
+        cells[(r["stage_id"], r["site"])] = MatrixCell(failures=r["n"], wall_s=r["wall"] or 0.0)
+    top = (
+        qs.values("stage_id", "site", "error_class_id")
+        .annotate(n=Count("id"))
+        .order_by("stage_id", "site", "-n", "error_class_id")
+    )
+    top_ids: dict[tuple[int, str], tuple[int, int]] = {}
+    for r in top:
+        top_ids.setdefault((r["stage_id"], r["site"]), (r["error_class_id"], r["n"]))
+    top_classes = ErrorClass.objects.in_bulk({cid for cid, _ in top_ids.values()})
+    for key, (cid, n) in top_ids.items():
+        if key in cells:
+            cells[key].top_class = top_classes.get(cid)
+            cells[key].top_count = n
+    stages = list(
+        Stage.objects.filter(pk__in={k[0] for k in cells})
+        .select_related("campaign")
+        .order_by("campaign__name", "order", "name")
+    )
+    sites = sorted({k[1] for k in cells}, key=lambda s: (s == "", s.lower()))
+    return Summary(
+        filters=filters,
+        rows=rows,
+        total_failures=totals["n"] or 0,
+        total_wall_s=totals["wall"] or 0.0,
+        stages=stages,
+        sites=sites,
+        matrix=cells,
+    )
+
+
+@dataclass
+class Trend:
+    labels: list[dt.datetime]
+    counts: list[int]
+
+
+def error_class_trend(*, error_class: ErrorClass, hours: int = 24, days: int = 14) -> dict:
+    """Hourly counts over the last `hours` and daily counts over the last `days` (UTC)."""
+    now = timezone.now()
+    this_hour = now.replace(minute=0, second=0, microsecond=0)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    base = AttemptClassification.objects.filter(error_class=error_class)
+
+    hour_start = this_hour - dt.timedelta(hours=hours - 1)
+    hourly = {
+        r["t"]: r["n"]
+        for r in base.filter(seen_at__gte=hour_start)
+        .annotate(t=TruncHour("seen_at", tzinfo=dt.UTC))
+        .values("t")
+        .annotate(n=Count("id"))
+        .order_by()
+    }
+    day_start = today - dt.timedelta(days=days - 1)
+    daily = {
+        r["t"]: r["n"]
+        for r in base.filter(seen_at__gte=day_start)
+        .annotate(t=TruncDay("seen_at", tzinfo=dt.UTC))
+        .values("t")
+        .annotate(n=Count("id"))
+        .order_by()
+    }
+    hour_labels = [hour_start + dt.timedelta(hours=i) for i in range(hours)]
+    day_labels = [day_start + dt.timedelta(days=i) for i in range(days)]
+    return {
+        "hourly": Trend(hour_labels, [_bucket(hourly, t) for t in hour_labels]),
+        "daily": Trend(day_labels, [_bucket(daily, t) for t in day_labels]),
+    }
+
+
+def _bucket(counts: dict, label: dt.datetime) -> int:
+    for key, value in counts.items():
+        if key is not None and key.astimezone(dt.UTC) == label.astimezone(dt.UTC):
+            return value
+    return 0
+
+
+@dataclass
+class Affected:
+    campaigns: list[dict]
+    stages: list[dict]
+    sites: list[dict]
+    nodes: list[dict]
+
+
+def error_class_affected(*, error_class: ErrorClass, limit: int = 15) -> Affected:
+    base = AttemptClassification.objects.filter(error_class=error_class)
+
+    def top(*fields):
+        return list(
+            base.values(*fields)
+            .annotate(n=Count("id"), wall=Sum(_wall), last=Max("seen_at"))
+            .order_by("-n", *fields)[:limit]
+        )
+
+    campaigns = top("campaign_id", "campaign__name")
+    stages = top("stage_id", "stage__name", "campaign__name")
+    sites = top("site")
+    nodes = top("node_id", "node__hostname", "site")
+    return Affected(campaigns=campaigns, stages=stages, sites=sites, nodes=nodes)
+
+
+def error_class_samples(*, error_class: ErrorClass, limit: int = 10) -> list[AttemptClassification]:
+    return list(
+        AttemptClassification.objects.filter(error_class=error_class)
+        .select_related("attempt__job__stage__campaign", "node", "rule")
+        .order_by("-seen_at", "-pk")[:limit]
+    )
+
+
+def attempt_classification_get(*, attempt: Attempt) -> AttemptClassification | None:
+    return (
+        AttemptClassification.objects.select_related("error_class", "rule")
+        .filter(attempt=attempt)
+        .first()
+    )
+
+
+def campaign_choices(*, experiment_ids: set[int]) -> QuerySet[Campaign]:
+    return Campaign.objects.filter(experiment_id__in=experiment_ids).select_related("experiment")
+
+
+def stage_choices(*, experiment_ids: set[int]) -> QuerySet[Stage]:
+    return Stage.objects.filter(campaign__experiment_id__in=experiment_ids).select_related(
+        "campaign__experiment"
+    )
+
+
+def site_choices(*, experiment_ids: set[int]) -> list[str]:
+    return sorted(
+        s
+        for s in AttemptClassification.objects.filter(experiment_id__in=experiment_ids)
+        .values_list("site", flat=True)
+        .distinct()
+        if s
+    )
+
+
+# --- rules -----------------------------------------------------------------------
+
+
+def rule_list(*, experiment_ids: set[int]) -> QuerySet[SignatureRule]:
+    return SignatureRule.objects.filter(experiment_id__in=experiment_ids).select_related(
+        "experiment", "error_class", "updated_by"
+    )
+
+
+def rule_get(*, pk: int, experiment_ids: set[int]) -> SignatureRule | None:
+    return rule_list(experiment_ids=experiment_ids).filter(pk=pk).first()
+
+
+def builtin_rule_list():
+    return sorted(builtin_rules(), key=rule_sort_key)
+
+
+@dataclass
+class PreviewHit:
+    classification: AttemptClassification
+    line: str
+    line_index: int
+    span: tuple[int, int] | None
+    outcome: str  # "steals", "keeps" (already this class), "shadowed"
+    winner: str = ""
+
+
+@dataclass
+class RulePreview:
+    scanned: int
+    matched: int
+    steals: list[tuple[ErrorClass, int]]
+    shadowed: int
+    already: int
+    hits: list[PreviewHit]
+    timed_out: bool = False
+    stolen_attempt_ids: list[int] = field(default_factory=list)
+
+
+PREVIEW_FAILURES = 200
+PREVIEW_TAIL_BYTES = 32 * 1024
+
+
+def rule_preview(
+    *,
+    experiment_id: int,
+    candidate: CompiledRule,
+    exclude_rule_id: int | None = None,
+    limit: int = PREVIEW_FAILURES,
+    sample_limit: int = 12,
+) -> RulePreview:
+    """Try a rule on the experiment's most recent classified failures.
+
+    For each, run the candidate together with the experiment's other rules and
+    the built-ins in precedence order (clusters and exit codes come after
+    rules, so they never stop a rule): the candidate *steals* a failure when
+    it wins and the failure is in another class today, and is *shadowed* when
+    it matches but a stronger rule wins.
+    """
+    others = compiled_rules(experiment_id=experiment_id, exclude_id=exclude_rule_id)
+    recent = list(
+        AttemptClassification.objects.filter(experiment_id=experiment_id)
+        .select_related("attempt__job__stage", "error_class")
+        .order_by("-seen_at", "-pk")[:limit]
+    )
+    steals: Counter[int] = Counter()
+    hits: list[PreviewHit] = []
+    stolen: list[int] = []
+    matched = shadowed = already = 0
+    timed_out = False
+    budget = float(getattr(settings, "TRIAGE_PREVIEW_BUDGET_SECONDS", 5.0))
+    deadline = timezone.now() + dt.timedelta(seconds=budget)
+    for item in recent:
+        if timezone.now() > deadline:
+            timed_out = True
+            break
+        attempt = item.attempt
+        tail = attempt_tail(attempt=attempt, max_bytes=PREVIEW_TAIL_BYTES)
+        stage = attempt.job.stage
+        facts = FailureFacts(
+            exit_code=attempt.exit_code,
+            signal=attempt.signal,
+            reported_success=attempt.reported_success,
+            job_type=stage.job_type,
+        )
+        if not candidate.applies_to(job_type=stage.job_type, exit_code=attempt.exit_code):
+            continue
+        alone, slow = match_rules(tail.lines, [candidate], facts, 0.2)
+        if slow:
+            timed_out = True
+            continue
+        if alone is None:
+            continue
+        matched += 1
+        pool = [
+            r
+            for r in [candidate, *others, *builtin_rules()]
+            if r.applies_to(job_type=stage.job_type, exit_code=attempt.exit_code)
+        ]
+        pool.sort(key=rule_sort_key)
+        winner, _ = match_rules(tail.lines, pool, facts, 0.5)
+        wins = winner is not None and winner.rule is candidate
+        if not wins:
+            shadowed += 1
+            outcome = "shadowed"
+        elif candidate.class_id and item.error_class_id == candidate.class_id:
+            already += 1
+            outcome = "keeps"
+        else:
+            steals[item.error_class_id] += 1
+            stolen.append(attempt.pk)
+            outcome = "steals"
+        if len(hits) < sample_limit:
+            hits.append(
+                PreviewHit(
+                    classification=item,
+                    line=tail.lines[alone.line_index],
+                    line_index=alone.line_index,
+                    span=alone.span,
+                    outcome=outcome,
+                    winner=winner.rule.name if winner and winner.rule and not wins else "",
+                )
+            )
+    classes = ErrorClass.objects.in_bulk(list(steals))
+    return RulePreview(
+        scanned=len(recent),
+        matched=matched,
+        steals=[(classes[cid], n) for cid, n in steals.most_common() if cid in classes],
+        shadowed=shadowed,
+        already=already,
+        hits=hits,
+        timed_out=timed_out,
+        stolen_attempt_ids=stolen,
+    )
+
+
+def attempt_ids_for_reclassify(*, experiment_id: int, limit: int = PREVIEW_FAILURES) -> list[int]:
+    return list(
+        AttemptClassification.objects.filter(experiment_id=experiment_id)
+        .order_by("-seen_at", "-pk")
+        .values_list("attempt_id", flat=True)[:limit]
+    )
+
+
+def unclassified_failed_attempt_ids(*, since: dt.datetime, limit: int = 1000) -> list[int]:
+    return list(
+        Attempt.objects.filter(
+            status=Attempt.Status.FAILED, ended_at__gte=since, classification__isnull=True
+        )
+        .order_by("ended_at")
+        .values_list("pk", flat=True)[:limit]
+    )

@@ -1,0 +1,42 @@
+"""Template helpers for triage pages. Log text is untrusted: every piece of it
+goes through format_html/escape; nothing here marks raw log text safe."""
+
+from django import template
+from django.utils.html import format_html
+
+from triage.kb import Category
+
+register = template.Library()
+
+_CATEGORY_LABELS = dict(Category.CHOICES)
+
+
+@register.simple_tag
+def highlighted(line: str, start, end):
+    """The line with [start, end) in <mark>: split first, then escape each part."""
+    line = line or ""
+    try:
+        start, end = int(start), int(end)
+    except (TypeError, ValueError):
+        return format_html("{}", line)
+    if not (0 <= start <= end <= len(line)):
+        return format_html("{}", line)
+    return format_html('{}<mark class="hit">{}</mark>{}', line[:start], line[start:end], line[end:])
+
+
+@register.filter
+def category_label(value: str) -> str:
+    return _CATEGORY_LABELS.get(value, value)
+
+
+@register.filter
+def hours(seconds) -> str:
+    if not seconds:
+        return "0 h"
+    value = float(seconds) / 3600
+    return f"{value:,.1f} h" if value < 100 else f"{value:,.0f} h"
+
+
+@register.filter
+def get_item(mapping, key):
+    return mapping.get(key) if mapping else None
