@@ -159,4 +159,10 @@ LOGGING = {
 
 CELERY_BEAT_SCHEDULE = {
     "stage-progress-sweep": {"task": "prodmon.stage_progress_sweep_task", "schedule": 60.0},
+    # Catches failures whose classification task was lost (broker down, worker killed).
+    "triage-classify-sweep": {"task": "triage.attempt_classify_sweep_task", "schedule": 300.0},
+    "triage-lifecycle-sweep": {
+        "task": "triage.error_class_lifecycle_sweep_task",
+        "schedule": 3600.0,
+    },
 }
