@@ -305,3 +305,91 @@ class TemplateMinerState(models.Model):
 
     def __str__(self) -> str:
         return f"template miner of {self.experiment} (v{self.version})"
+
+
+# --- node health and liveness (issue 5) ------------------------------------------------
+
+
+class NodeHealth(models.Model):
+    """The health of one worker node as seen by one experiment's attempts.
+
+    `state` is the detector's verdict (triage.nodehealth.detector) unless a
+    shifter set it by hand (`manual`): a manual flag stays until a shifter
+    clears it. `evidence_since` forgets older attempts, so a node that was
+    cleared is not flagged again on the spell it already paid for.
+    """
+
+    class State(models.TextChoices):
+        HEALTHY = "healthy"
+        SUSPECT = "suspect"
+        BLACK_HOLE = "black_hole", "black hole"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="+")
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="health")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.HEALTHY)
+    since = models.DateTimeField(default=timezone.now)
+    manual = models.BooleanField(default=False)
+    note = models.TextField(blank=True)
+    evidence = models.JSONField(default=dict, blank=True)
+    evidence_since = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["node__site", "node__hostname"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "node"], name="nodehealth_unique"),
+        ]
+        indexes = [models.Index(fields=["experiment", "state"], name="nodehealth_exp_state")]
+
+    def __str__(self) -> str:
+        return f"{self.node} in {self.experiment}: {self.state}"
+
+
+class NodeHealthEvent(models.Model):
+    """One change of a node's state: the timeline on the node page."""
+
+    health = models.ForeignKey(NodeHealth, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(default=timezone.now)
+    before = models.CharField(max_length=16)
+    after = models.CharField(max_length=16)
+    manual = models.BooleanField(default=False)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.TextField(blank=True)
+    evidence = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.health.node} {self.before} -> {self.after} at {self.at:%Y-%m-%d %H:%M}"
+
+
+class AttemptLiveness(models.Model):
+    """What the liveness sweep knows of an open attempt.
+
+    `progress_at` is when its log offset or CPU time last advanced; the sweep
+    calls it hung when that stalls, lost when heartbeats stop. A late
+    heartbeat revives a lost attempt (`revived_at`).
+    """
+
+    class State(models.TextChoices):
+        OK = "ok"
+        LOST = "lost"
+        HUNG = "hung"
+
+    attempt = models.OneToOneField(Attempt, on_delete=models.CASCADE, related_name="liveness")
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+")
+    state = models.CharField(max_length=8, choices=State.choices, default=State.OK)
+    since = models.DateTimeField(default=timezone.now)
+    revived_at = models.DateTimeField(null=True, blank=True)
+    last_log_bytes = models.BigIntegerField(default=0)
+    last_cpu_s = models.FloatField(null=True, blank=True)
+    progress_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["campaign", "state"], name="liveness_campaign_state")]
+
+    def __str__(self) -> str:
+        return f"{self.attempt_id}: {self.state}"

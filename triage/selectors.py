@@ -605,3 +605,270 @@ def unclassified_failed_attempt_ids(*, since: dt.datetime, limit: int = 1000) ->
         .order_by("ended_at")
         .values_list("pk", flat=True)[:limit]
     )
+
+
+# --- node health and liveness (issue 5) ------------------------------------------------
+
+
+def node_exclusion_list(experiment_id: int | None = None) -> list[str]:
+    """Hostnames flagged as black holes (for one experiment, or any): what the
+    submission layer excludes (prodmon.submission.base.node_exclusion_list)."""
+    from triage.models import NodeHealth
+
+    qs = NodeHealth.objects.filter(state=NodeHealth.State.BLACK_HOLE)
+    if experiment_id is not None:
+        qs = qs.filter(experiment_id=experiment_id)
+    return sorted(set(qs.values_list("node__hostname", flat=True)))
+
+
+def node_exclusion_rows(*, experiment_ids: set[int]) -> list[dict]:
+    """The exclusion list with why, for the JSON export."""
+    from triage.models import NodeHealth
+
+    rows = (
+        NodeHealth.objects.filter(
+            experiment_id__in=experiment_ids, state=NodeHealth.State.BLACK_HOLE
+        )
+        .select_related("node", "experiment")
+        .order_by("node__hostname", "experiment__name")
+    )
+    out: dict[str, dict] = {}
+    for h in rows:
+        entry = out.setdefault(
+            h.node.hostname,
+            {"hostname": h.node.hostname, "site": h.node.site, "flags": []},
+        )
+        entry["flags"].append(
+            {
+                "experiment": h.experiment.name,
+                "since": h.since.isoformat(),
+                "manual": h.manual,
+                "reason": h.note if h.manual else h.evidence.get("reason", ""),
+            }
+        )
+    return list(out.values())
+
+
+def attempt_liveness(attempt_ids: list[int]) -> dict[int, str]:
+    """{attempt_id: "ok" | "lost" | "hung"} for the attempts the sweep has seen
+    (the hook prodmon.actions asks: lost and hung attempts may be retried)."""
+    from triage.models import AttemptLiveness
+
+    return dict(
+        AttemptLiveness.objects.filter(attempt_id__in=list(attempt_ids)).values_list(
+            "attempt_id", "state"
+        )
+    )
+
+
+def campaign_liveness_counts(*, campaign_id: int) -> dict[str, int]:
+    """Open attempts of a campaign the liveness sweep calls lost or hung."""
+    from triage.models import AttemptLiveness
+
+    rows = (
+        AttemptLiveness.objects.filter(
+            campaign_id=campaign_id,
+            attempt__status__in=[Attempt.Status.QUEUED, Attempt.Status.RUNNING],
+        )
+        .exclude(state=AttemptLiveness.State.OK)
+        .values("state")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    counts = {"lost": 0, "hung": 0}
+    counts.update({r["state"]: r["n"] for r in rows})
+    return counts
+
+
+@dataclass
+class NodeRow:
+    node_id: int
+    hostname: str
+    site: str
+    attempts: int = 0
+    failures: int = 0
+    state: str = "healthy"
+    health_id: int | None = None
+    manual: bool = False
+    since: dt.datetime | None = None
+    reason: str = ""
+    classes: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failures / self.attempts if self.attempts else 0.0
+
+
+@dataclass
+class SiteRow:
+    site: str
+    attempts: int = 0
+    failures: int = 0
+    state: str = "healthy"
+    reason: str = ""
+    nodes: list[NodeRow] = field(default_factory=list)
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failures / self.attempts if self.attempts else 0.0
+
+    def count(self, state: str) -> int:
+        return sum(1 for n in self.nodes if n.state == state)
+
+    @property
+    def black_holes(self) -> int:
+        return self.count("black_hole")
+
+    @property
+    def suspects(self) -> int:
+        return self.count("suspect")
+
+
+NODE_WINDOWS = {
+    "6h": dt.timedelta(hours=6),
+    "24h": dt.timedelta(hours=24),
+    "7d": dt.timedelta(days=7),
+}
+
+
+def node_health_overview(
+    *, experiment_ids: set[int], window: str = "24h", site: str = ""
+) -> list[SiteRow]:
+    """Sites (worst first), each with its nodes: attempts, failures, top classes
+    and health in the window. Nodes flagged but idle are listed too."""
+    from django.db.models import Q
+
+    from triage.models import NodeHealth
+    from triage.nodehealth.detector import assess_site, shrunk_rate
+
+    since = timezone.now() - NODE_WINDOWS.get(window, NODE_WINDOWS["24h"])
+    attempts = Attempt.objects.filter(
+        job__stage__campaign__experiment_id__in=experiment_ids,
+        status__in=Attempt.ENDED,
+        ended_at__gte=since,
+        node__isnull=False,
+    )
+    if site:
+        attempts = attempts.filter(node__site=site)
+    nodes: dict[int, NodeRow] = {}
+    for r in (
+        attempts.values("node_id", "node__hostname", "node__site")
+        .annotate(n=Count("pk"), f=Count("pk", filter=Q(status=Attempt.Status.FAILED)))
+        .order_by()
+    ):
+        nodes[r["node_id"]] = NodeRow(
+            r["node_id"], r["node__hostname"], r["node__site"], attempts=r["n"], failures=r["f"]
+        )
+    health = NodeHealth.objects.filter(experiment_id__in=experiment_ids).select_related("node")
+    if site:
+        health = health.filter(node__site=site)
+    rank = {"black_hole": 2, "suspect": 1, "healthy": 0}
+    for h in health:
+        row = nodes.get(h.node_id)
+        if row is None:
+            if h.state == NodeHealth.State.HEALTHY:
+                continue
+            row = nodes[h.node_id] = NodeRow(h.node_id, h.node.hostname, h.node.site)
+        if row.health_id is None or rank[h.state] > rank[row.state]:
+            row.state, row.health_id, row.manual, row.since = h.state, h.pk, h.manual, h.since
+            row.reason = h.note if h.manual else h.evidence.get("reason", "")
+    for r in (
+        AttemptClassification.objects.filter(
+            experiment_id__in=experiment_ids, seen_at__gte=since, node_id__in=list(nodes)
+        )
+        .values("node_id", "error_class__title")
+        .annotate(c=Count("pk"))
+        .order_by("node_id", "-c")
+    ):
+        row = nodes[r["node_id"]]
+        if len(row.classes) < 3:
+            row.classes.append((r["error_class__title"], r["c"]))
+
+    sites: dict[str, SiteRow] = {}
+    for row in nodes.values():
+        s = sites.setdefault(row.site, SiteRow(row.site))
+        s.nodes.append(row)
+        s.attempts += row.attempts
+        s.failures += row.failures
+    total_n = sum(s.attempts for s in sites.values())
+    total_f = sum(s.failures for s in sites.values())
+    for s in sites.values():
+        # The site against all the others: a whole site going bad shows here.
+        baseline = shrunk_rate(total_f - s.failures, total_n - s.attempts, config=_hc())
+        verdict = assess_site(
+            failures=s.failures, attempts=s.attempts, baseline_rate=baseline, config=_hc()
+        )
+        s.state, s.reason = verdict.state, verdict.evidence.reason
+        s.nodes.sort(key=lambda n: (-rank[n.state], -n.failure_rate, n.hostname))
+    return sorted(
+        sites.values(),
+        key=lambda s: (-(s.black_holes * 1000 + s.suspects), -s.failure_rate, s.site),
+    )
+
+
+def _hc():
+    from triage.services import node_health_config
+
+    return node_health_config()
+
+
+def node_health_get(*, pk: int, experiment_ids: set[int]):
+    from triage.models import NodeHealth
+
+    return (
+        NodeHealth.objects.select_related("node", "experiment")
+        .filter(pk=pk, experiment_id__in=experiment_ids)
+        .first()
+    )
+
+
+def node_health_events(*, health, limit: int = 50) -> list:
+    return list(health.events.select_related("actor")[:limit])
+
+
+def node_hourly_outcomes(*, health, hours: int = 48) -> list[dict]:
+    """Ended attempts of the node per hour, oldest first: the timeline strip."""
+    from django.db.models import Q
+
+    now = timezone.now()
+    start = (now - dt.timedelta(hours=hours - 1)).replace(minute=0, second=0, microsecond=0)
+    rows = (
+        Attempt.objects.filter(
+            node_id=health.node_id,
+            job__stage__campaign__experiment_id=health.experiment_id,
+            status__in=Attempt.ENDED,
+            ended_at__gte=start,
+        )
+        .annotate(hour=TruncHour("ended_at"))
+        .values("hour")
+        .annotate(n=Count("pk"), f=Count("pk", filter=Q(status=Attempt.Status.FAILED)))
+        .order_by()
+    )
+    by_hour = {r["hour"]: r for r in rows}
+    peak = max((r["n"] for r in rows), default=0) or 1
+    out = []
+    for i in range(hours):
+        hour = start + dt.timedelta(hours=i)
+        r = by_hour.get(hour, {"n": 0, "f": 0})
+        out.append(
+            {
+                "hour": hour,
+                "attempts": r["n"],
+                "failures": r["f"],
+                "ok_pct": round(100 * (r["n"] - r["f"]) / peak),
+                "bad_pct": round(100 * r["f"] / peak),
+            }
+        )
+    return out
+
+
+def node_recent_failures(*, health, limit: int = 20) -> list[Attempt]:
+    return list(
+        Attempt.objects.filter(
+            node_id=health.node_id,
+            job__stage__campaign__experiment_id=health.experiment_id,
+            status=Attempt.Status.FAILED,
+        )
+        .select_related("job__stage__campaign", "classification__error_class")
+        .order_by(F("ended_at").desc(nulls_last=True), "-pk")[:limit]
+    )

@@ -565,3 +565,380 @@ def custom_codes_load(
             actor_label="" if actor is not None else "manage.py triage_load_codes",
         )
     return created, updated
+
+
+# --- node health (issue 5) -------------------------------------------------------------
+# The verdict comes from the pure detector (triage.nodehealth.detector); these
+# functions only load its inputs from the database and store what it says.
+
+
+def node_health_config():
+    """The detector's configuration; TRIAGE_NODE_HEALTH (a dict) overrides fields."""
+    from triage.nodehealth.detector import Config
+
+    overrides = getattr(settings, "TRIAGE_NODE_HEALTH", None) or {}
+    return Config(**overrides)
+
+
+def _failure_key(row: dict) -> str:
+    key = row.get("classification__error_class__key")
+    if key:
+        return key
+    # Not classified yet (the classify task may still be running): the exit
+    # status stands in until the sweep sees the class.
+    if row.get("signal") is not None:
+        return f"signal:{row['signal']}"
+    return f"exit:{row.get('exit_code')}"
+
+
+def _node_outcomes(*, node, experiment_id: int, since: dt.datetime, config) -> list:
+    from triage.nodehealth.detector import Outcome
+
+    rows = list(
+        Attempt.objects.filter(
+            node_id=node.pk,
+            job__stage__campaign__experiment_id=experiment_id,
+            status__in=Attempt.ENDED,
+            ended_at__gte=since,
+        )
+        .order_by("-ended_at", "-pk")
+        .values(
+            "pk",
+            "ended_at",
+            "started_at",
+            "status",
+            "wall_s",
+            "exit_code",
+            "signal",
+            "job__stage__campaign_id",
+            "classification__error_class__key",
+        )[: config.window_n]
+    )
+    out = []
+    for row in reversed(rows):
+        failed = row["status"] == Attempt.Status.FAILED
+        wall = row["wall_s"]
+        if wall is None and row["started_at"] is not None:
+            wall = (row["ended_at"] - row["started_at"]).total_seconds()
+        out.append(
+            Outcome(
+                attempt_id=row["pk"],
+                node=node.hostname,
+                site=node.site,
+                campaign=row["job__stage__campaign_id"],
+                ended_at=row["ended_at"].timestamp(),
+                failed=failed,
+                wall_s=wall,
+                error_class=_failure_key(row) if failed else "",
+            )
+        )
+    return out
+
+
+def _site_baselines(
+    *, experiment_id: int, site: str, campaign_ids: set, node_id: int, now: dt.datetime, config
+) -> dict:
+    """Failure rate per (site, campaign) over the baseline window, the node itself
+    and nodes already flagged left out (they would drag the baseline up)."""
+    from django.db.models import Q
+
+    from triage.models import NodeHealth
+    from triage.nodehealth.detector import shrunk_rate
+
+    flagged = NodeHealth.objects.filter(
+        experiment_id=experiment_id, state=NodeHealth.State.BLACK_HOLE
+    ).values("node_id")
+    rows = (
+        Attempt.objects.filter(
+            node__site=site,
+            job__stage__campaign_id__in=campaign_ids,
+            status__in=Attempt.ENDED,
+            ended_at__gte=now - dt.timedelta(seconds=config.baseline_window_s),
+        )
+        .exclude(node_id=node_id)
+        .exclude(node_id__in=flagged)
+        .values("job__stage__campaign_id")
+        .annotate(n=Count("pk"), f=Count("pk", filter=Q(status=Attempt.Status.FAILED)))
+        .order_by()
+    )
+    found = {r["job__stage__campaign_id"]: (r["f"], r["n"]) for r in rows}
+    return {
+        (site, cid): shrunk_rate(*found.get(cid, (0, 0)), config=config) for cid in campaign_ids
+    }
+
+
+def _evidence_json(evidence, *, outcomes: list) -> dict:
+    data = evidence.as_dict()
+    if data.get("first_bad_at") is not None:
+        data["first_bad_at"] = dt.datetime.fromtimestamp(
+            data["first_bad_at"], tz=dt.UTC
+        ).isoformat()
+    first = data.get("first_bad_attempt_id")
+    if first is not None:
+        uid = Attempt.objects.filter(pk=first).values_list("uid", flat=True).first()
+        data["first_bad_attempt_uid"] = str(uid) if uid else None
+    data["campaign_ids"] = sorted({o.campaign for o in outcomes})
+    return data
+
+
+def _node_health_row(*, experiment_id: int, node_id: int):
+    from triage.models import NodeHealth
+
+    try:
+        with transaction.atomic():
+            NodeHealth.objects.get_or_create(experiment_id=experiment_id, node_id=node_id)
+    except IntegrityError:
+        pass  # created concurrently
+    return (
+        NodeHealth.objects.select_for_update()
+        .select_related("node")
+        .get(experiment_id=experiment_id, node_id=node_id)
+    )
+
+
+def node_health_assess(*, experiment_id: int, node_id: int, now: dt.datetime | None = None):
+    """Judge one node for one experiment and store the verdict (and a timeline
+    event when the state changes). A manual flag is kept; its evidence refreshed."""
+    from triage.models import NodeHealth, NodeHealthEvent
+    from triage.nodehealth.detector import assess_node
+
+    now = now or timezone.now()
+    config = node_health_config()
+    with transaction.atomic():
+        health = _node_health_row(experiment_id=experiment_id, node_id=node_id)
+        since = now - dt.timedelta(seconds=config.window_s)
+        if health.evidence_since and health.evidence_since > since:
+            since = health.evidence_since
+        outcomes = _node_outcomes(
+            node=health.node, experiment_id=experiment_id, since=since, config=config
+        )
+        baselines = _site_baselines(
+            experiment_id=experiment_id,
+            site=health.node.site,
+            campaign_ids={o.campaign for o in outcomes},
+            node_id=node_id,
+            now=now,
+            config=config,
+        )
+        previous = health.state
+        result = assess_node(outcomes, baselines=baselines, previous=previous, config=config)
+        health.evidence = _evidence_json(result.evidence, outcomes=outcomes)
+        if not health.manual and result.state != previous:
+            NodeHealthEvent.objects.create(
+                health=health,
+                at=now,
+                before=previous,
+                after=result.state,
+                note=result.evidence.reason,
+                evidence=health.evidence,
+            )
+            if previous == NodeHealth.State.BLACK_HOLE:
+                health.evidence_since = now  # start afresh: see NodeHealth
+            health.state = result.state
+            health.since = now
+            logger.info("node %s: %s -> %s", health.node, previous, result.state)
+        health.save()
+        return health
+
+
+def node_health_update(*, attempt_id: int):
+    """After an attempt ends: re-judge its node for its experiment."""
+    row = (
+        Attempt.objects.filter(pk=attempt_id, node__isnull=False)
+        .values("node_id", "job__stage__campaign__experiment_id", "status")
+        .first()
+    )
+    if row is None or row["status"] not in Attempt.ENDED:
+        return None
+    return node_health_assess(
+        experiment_id=row["job__stage__campaign__experiment_id"], node_id=row["node_id"]
+    )
+
+
+def node_health_sweep(*, now: dt.datetime | None = None) -> int:
+    """Re-judge every node that is not healthy: old failures leave the window
+    with time, so a node nobody sends jobs to any more is cleared too."""
+    from triage.models import NodeHealth
+
+    pairs = list(
+        NodeHealth.objects.exclude(state=NodeHealth.State.HEALTHY).values_list(
+            "experiment_id", "node_id"
+        )
+    )
+    for experiment_id, node_id in pairs:
+        node_health_assess(experiment_id=experiment_id, node_id=node_id, now=now)
+    return len(pairs)
+
+
+class NodeHealthNoteRequired(ValueError):
+    pass
+
+
+def node_health_set(*, health_id: int, flag: bool, actor: AbstractBaseUser, note: str):
+    """A shifter flags a node as a black hole, or clears it, with a note. Audited.
+
+    A manual flag stays until a shifter clears it. Clearing forgets the
+    evidence so far: the detector flags the node again only on new failures.
+    """
+    from django.core.exceptions import PermissionDenied
+
+    from prodmon import selectors as production_selectors
+    from prodmon.models import Role
+    from triage.models import NodeHealth, NodeHealthEvent
+
+    note = (note or "").strip()
+    if not note:
+        raise NodeHealthNoteRequired("say why in a note")
+    with transaction.atomic():
+        health = (
+            NodeHealth.objects.select_for_update()
+            .select_related("node", "experiment")
+            .get(pk=health_id)
+        )
+        role = production_selectors.user_role(user=actor, experiment_id=health.experiment_id)
+        if role is None or role < Role.SHIFTER:
+            raise PermissionDenied("only shifters may flag or clear nodes")
+        now = timezone.now()
+        before = health.state
+        health.state = NodeHealth.State.BLACK_HOLE if flag else NodeHealth.State.HEALTHY
+        health.manual = flag
+        health.note = note
+        health.since = now
+        if not flag:
+            health.evidence_since = now
+        health.save()
+        NodeHealthEvent.objects.create(
+            health=health,
+            at=now,
+            before=before,
+            after=health.state,
+            manual=True,
+            actor=actor,
+            note=note,
+            evidence=health.evidence,
+        )
+        production.audit_record(
+            actor=actor,
+            action="node_health.flag" if flag else "node_health.clear",
+            experiment=health.experiment,
+            target=health.node,
+            params={"hostname": health.node.hostname, "note": note, "from": before},
+            result=health.state,
+        )
+        return health
+
+
+# --- liveness (issue 5) ------------------------------------------------------------------
+
+
+def liveness_settings() -> dict:
+    heartbeat_s = float(
+        getattr(settings, "TRIAGE_HEARTBEAT_SECONDS", None)
+        or getattr(settings, "PRODMON_HEARTBEAT_SECONDS", None)
+        or 60
+    )
+    return {
+        "heartbeat_s": heartbeat_s,
+        "lost_after_s": heartbeat_s * float(getattr(settings, "TRIAGE_LOST_AFTER_HEARTBEATS", 3)),
+        "hung_after_s": float(getattr(settings, "TRIAGE_HUNG_AFTER_SECONDS", 1800)),
+    }
+
+
+def liveness_sweep(*, now: dt.datetime | None = None) -> dict[str, int]:
+    """Judge every running attempt: lost (no heartbeat for lost_after_s), hung
+    (log offset and CPU time still for hung_after_s) or ok. Returns counts."""
+    from triage.models import AttemptLiveness
+
+    now = now or timezone.now()
+    conf = liveness_settings()
+    lost_before = now - dt.timedelta(seconds=conf["lost_after_s"])
+    hung_before = now - dt.timedelta(seconds=conf["hung_after_s"])
+    running = Attempt.objects.filter(status=Attempt.Status.RUNNING).values(
+        "pk", "last_heartbeat_at", "started_at", "log_bytes", "cpu_s", "job__stage__campaign_id"
+    )
+    counts = {"ok": 0, "lost": 0, "hung": 0}
+    with transaction.atomic():
+        rows = {
+            r.attempt_id: r
+            for r in AttemptLiveness.objects.select_for_update(of=("self",)).filter(
+                attempt__status=Attempt.Status.RUNNING
+            )
+        }
+        new, changed, dirty = [], [], set()
+        for a in running.iterator(chunk_size=2000):
+            row = rows.get(a["pk"])
+            if row is None:
+                row = AttemptLiveness(
+                    attempt_id=a["pk"],
+                    campaign_id=a["job__stage__campaign_id"],
+                    since=now,
+                    last_log_bytes=a["log_bytes"],
+                    last_cpu_s=a["cpu_s"],
+                    progress_at=now,
+                )
+                new.append(row)
+                dirty.add(a["pk"])
+            elif a["log_bytes"] > row.last_log_bytes or (
+                a["cpu_s"] is not None and (row.last_cpu_s is None or a["cpu_s"] > row.last_cpu_s)
+            ):
+                row.last_log_bytes, row.last_cpu_s, row.progress_at = (
+                    a["log_bytes"],
+                    a["cpu_s"],
+                    now,
+                )
+                changed.append(row)
+                dirty.add(a["pk"])
+            seen = a["last_heartbeat_at"] or a["started_at"]
+            if seen is not None and seen < lost_before:
+                state = AttemptLiveness.State.LOST
+            elif row.progress_at < hung_before:
+                state = AttemptLiveness.State.HUNG
+            else:
+                state = AttemptLiveness.State.OK
+            if state != row.state:
+                if row.state == AttemptLiveness.State.LOST:
+                    row.revived_at = now
+                row.state, row.since = state, now
+                if a["pk"] not in dirty:
+                    changed.append(row)
+                    dirty.add(a["pk"])
+            counts[state] += 1
+        AttemptLiveness.objects.bulk_create(new, batch_size=1000)
+        AttemptLiveness.objects.bulk_update(
+            changed,
+            ["state", "since", "revived_at", "last_log_bytes", "last_cpu_s", "progress_at"],
+            batch_size=1000,
+        )
+    return counts
+
+
+def liveness_on_heartbeat(*, attempt_id: int) -> bool:
+    """A heartbeat revives a lost attempt (and a hung one whose log or CPU time
+    moved). One cheap query for the usual, healthy case. True when revived."""
+    from triage.models import AttemptLiveness
+
+    now = timezone.now()
+    revived = AttemptLiveness.objects.filter(
+        attempt_id=attempt_id, state=AttemptLiveness.State.LOST
+    ).update(state=AttemptLiveness.State.OK, since=now, revived_at=now)
+    if revived:
+        return True
+    row = AttemptLiveness.objects.filter(
+        attempt_id=attempt_id, state=AttemptLiveness.State.HUNG
+    ).first()
+    if row is None:
+        return False
+    a = Attempt.objects.filter(pk=attempt_id).values("log_bytes", "cpu_s").first()
+    if a and (
+        a["log_bytes"] > row.last_log_bytes
+        or (a["cpu_s"] is not None and (row.last_cpu_s is None or a["cpu_s"] > row.last_cpu_s))
+    ):
+        AttemptLiveness.objects.filter(pk=row.pk).update(
+            state=AttemptLiveness.State.OK,
+            since=now,
+            progress_at=now,
+            last_log_bytes=a["log_bytes"],
+            last_cpu_s=a["cpu_s"],
+        )
+        return True
+    return False

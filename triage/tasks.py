@@ -35,3 +35,27 @@ def error_class_lifecycle_sweep_task() -> None:
     from triage import services
 
     services.error_class_lifecycle_sweep()
+
+
+# --- node health and liveness (issue 5) ------------------------------------------------
+
+
+@shared_task(name="triage.node_health_update_task", ignore_result=True)
+def node_health_update_task(attempt_id: int) -> None:
+    from triage import services
+
+    services.node_health_update(attempt_id=attempt_id)
+
+
+@shared_task(name="triage.node_health_sweep_task", ignore_result=True)
+def node_health_sweep_task() -> None:
+    from triage import services
+
+    services.node_health_sweep()
+
+
+@shared_task(name="triage.liveness_sweep_task", ignore_result=True)
+def liveness_sweep_task() -> None:
+    from triage import services
+
+    services.liveness_sweep()

@@ -15,3 +15,32 @@ urlpatterns = [
     path("api/v1/errors/", api.ErrorSummaryApi.as_view(), name="api-error-summary"),
     path("api/v1/errors/<int:pk>/", api.ErrorClassDetailApi.as_view(), name="api-error-class"),
 ]
+
+# Node health and the exclusion exports (issue 5).
+from triage import health_views  # noqa: E402
+
+urlpatterns += [
+    path("nodes/", health_views.node_overview, name="health-nodes"),
+    path("nodes/<int:pk>/", health_views.node_detail, name="health-node-detail"),
+    path("nodes/<int:pk>/set/", health_views.node_set, name="health-node-set"),
+    path(
+        "exclusions/htcondor/",
+        health_views.ExclusionExportApi.as_view(fmt="htcondor"),
+        name="health-exclusions-htcondor",
+    ),
+    path(
+        "exclusions/slurm/",
+        health_views.ExclusionExportApi.as_view(fmt="slurm"),
+        name="health-exclusions-slurm",
+    ),
+    path(
+        "exclusions/json/",
+        health_views.ExclusionExportApi.as_view(fmt="json"),
+        name="health-exclusions-json",
+    ),
+    path(
+        "api/v1/nodes/exclusions/",
+        health_views.ExclusionExportApi.as_view(fmt="json"),
+        name="api-node-exclusions",
+    ),
+]
