@@ -157,10 +157,19 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("PRODMON_LOG_LEVEL", default="INFO")},
 }
 
+# Liveness (triage): an attempt is lost after TRIAGE_LOST_AFTER_HEARTBEATS
+# heartbeat periods without one; hung when neither its log nor its CPU time
+# advanced for TRIAGE_HUNG_AFTER_SECONDS.
+TRIAGE_HEARTBEAT_SECONDS = env.int("TRIAGE_HEARTBEAT_SECONDS", default=60)
+TRIAGE_LOST_AFTER_HEARTBEATS = env.int("TRIAGE_LOST_AFTER_HEARTBEATS", default=3)
+TRIAGE_HUNG_AFTER_SECONDS = env.int("TRIAGE_HUNG_AFTER_SECONDS", default=1800)
+
 CELERY_BEAT_SCHEDULE = {
     "stage-progress-sweep": {"task": "prodmon.stage_progress_sweep_task", "schedule": 60.0},
     # Catches failures whose classification task was lost (broker down, worker killed).
     "triage-classify-sweep": {"task": "triage.attempt_classify_sweep_task", "schedule": 300.0},
+    "triage-node-health-sweep": {"task": "triage.node_health_sweep_task", "schedule": 600.0},
+    "triage-liveness-sweep": {"task": "triage.liveness_sweep_task", "schedule": 60.0},
     "triage-lifecycle-sweep": {
         "task": "triage.error_class_lifecycle_sweep_task",
         "schedule": 3600.0,
