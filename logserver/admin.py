@@ -3,7 +3,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from logserver import services
-from logserver.models import IngestToken
+from logserver.models import FullLog, IngestToken, LogIndexCursor, LogRetentionPolicy
 
 
 class TokenCreateForm(forms.ModelForm):
@@ -66,3 +66,44 @@ class IngestTokenAdmin(admin.ModelAdmin):
         for token in queryset.filter(revoked_at__isnull=True):
             services.token_revoke(token=token, revoked_by=request.user)
         self.message_user(request, f"revoked at {timezone.now():%H:%M:%S} UTC")
+
+
+@admin.register(LogRetentionPolicy)
+class LogRetentionPolicyAdmin(admin.ModelAdmin):
+    list_display = ["experiment", "tail_days", "full_log_days", "updated_at"]
+
+
+@admin.register(FullLog)
+class FullLogAdmin(admin.ModelAdmin):
+    list_display = ["attempt", "size", "stored_size", "backend", "uploaded_at"]
+    readonly_fields = [
+        "attempt",
+        "backend",
+        "storage_key",
+        "size",
+        "stored_size",
+        "sha256",
+        "uploaded_at",
+    ]
+    search_fields = ["attempt__uid", "sha256"]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(LogIndexCursor)
+class LogIndexCursorAdmin(admin.ModelAdmin):
+    list_display = [
+        "attempt",
+        "indexed_upto",
+        "next_line",
+        "finished",
+        "first_error_line",
+        "updated_at",
+        "purged_at",
+    ]
+    list_filter = ["finished", "experiment"]
+    readonly_fields = [f.name for f in LogIndexCursor._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

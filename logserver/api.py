@@ -1,16 +1,29 @@
-"""Ingestion API (/api/v1/ingest/…). Thin: validate, call one service, answer."""
+"""Log server API: ingestion (/api/v1/ingest/…), full-log upload and download,
+log search, and the Loki push endpoint. Thin: validate, call one service or
+selector, answer."""
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from logserver import services
-from logserver.auth import HasIngestScope
-from logserver.errors import error_response, validation_payload
+from logserver import fulllog, loki, services
+from logserver import selectors as log_selectors
+from logserver.auth import (
+    HasIngestScope,
+    IngestTokenAuthentication,
+    IngestTokenBasicAuthentication,
+    caller_experiment_ids,
+)
+from logserver.errors import PayloadTooLarge, error_response, validation_payload
+from logserver.models import LogLevel
+from logserver.parsers import decode_body, parse_json_bytes
 from logserver.serializers import SERIALIZERS, BulkSerializer
 from logserver.throttles import IngestRateThrottle
+from logserver.views import log_download_response
+from prodmon import selectors as production_selectors
 from prodmon.services import IdentityError
 
 ResultSerializer = inline_serializer(
@@ -153,3 +166,232 @@ class BulkApi(APIView):
         except IdentityError as exc:
             return {"event_id": event_id, "status": "rejected", **_identity_error(exc)}
         return _result(outcome)
+
+
+# --- full logs ----------------------------------------------------------------
+
+
+class AttemptLogApi(APIView):
+    """The full log of an attempt: PUT or POST it at the end of the job (ingest
+    token; body gzip with `Content-Encoding: gzip`, or plain), GET it back
+    (`read` token or a member's session) as text/plain.
+
+    The body is streamed to the file store, never held in memory; the sha256 of
+    the uncompressed log is recorded, and checked against `X-Content-SHA256`
+    when the client sends it. Uploading again replaces the previous log."""
+
+    parser_classes: list = []
+
+    class OutputSerializer(serializers.Serializer):
+        attempt = serializers.UUIDField()
+        size = serializers.IntegerField(help_text="bytes of the uncompressed log")
+        stored_bytes = serializers.IntegerField(help_text="bytes kept, gzip-compressed")
+        sha256 = serializers.CharField()
+        uploaded_at = serializers.DateTimeField()
+
+    def get_permissions(self):
+        if self.request.method in ("PUT", "POST"):
+            return [HasIngestScope()]
+        return super().get_permissions()
+
+    def get_throttles(self):
+        if self.request.method in ("PUT", "POST"):
+            return [IngestRateThrottle()]
+        return []
+
+    @extend_schema(
+        request={"application/octet-stream": bytes, "text/plain": bytes},
+        responses={
+            201: OutputSerializer,
+            404: OpenApiResponse(description="no such attempt in the token's experiment"),
+            413: OpenApiResponse(description="the log exceeds LOGSTORE_MAX_BYTES"),
+            422: OpenApiResponse(description="X-Content-SHA256 does not match"),
+        },
+    )
+    def put(self, request, uid):
+        attempt = production_selectors.attempt_get(
+            uid=uid, experiment_ids={request.auth.experiment_id}
+        )
+        if attempt is None:
+            return error_response(
+                "not_found", f"no attempt {uid} in your experiment", status.HTTP_404_NOT_FOUND
+            )
+        encoding = request.META.get("HTTP_CONTENT_ENCODING", "").strip().lower()
+        ctype = (request.content_type or "").split(";")[0].strip().lower()
+        if encoding not in ("", "identity", "gzip"):
+            return error_response(
+                "unsupported_media_type",
+                f"unsupported Content-Encoding {encoding!r}; send gzip or plain bytes",
+                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            )
+        gzipped = encoding == "gzip" or ctype in ("application/gzip", "application/x-gzip")
+        try:
+            full_log = fulllog.full_log_store(
+                attempt=attempt,
+                stream=request._request,
+                gzipped=gzipped,
+                expected_sha256=request.META.get("HTTP_X_CONTENT_SHA256", "").strip(),
+            )
+        except fulllog.FullLogError as exc:
+            code = {413: "payload_too_large", 422: "checksum_mismatch"}.get(exc.status, "invalid")
+            return error_response(code, exc.message, exc.status)
+        return Response(
+            {
+                "attempt": str(attempt.uid),
+                "size": full_log.size,
+                "stored_bytes": full_log.stored_size,
+                "sha256": full_log.sha256,
+                "uploaded_at": full_log.uploaded_at,
+            },
+            status=status.HTTP_201_CREATED,
+        )
+
+    @extend_schema(
+        request={"application/octet-stream": bytes, "text/plain": bytes},
+        responses={201: OutputSerializer},
+    )
+    def post(self, request, uid):
+        return self.put(request, uid)
+
+    @extend_schema(
+        responses={
+            (200, "text/plain"): OpenApiResponse(description="the log as text/plain"),
+            404: OpenApiResponse(description="no such attempt in your experiments"),
+        }
+    )
+    def get(self, request, uid):
+        attempt = production_selectors.attempt_get(
+            uid=uid, experiment_ids=caller_experiment_ids(request)
+        )
+        if attempt is None:
+            raise NotFound("no such attempt in your experiments")
+        return log_download_response(attempt=attempt)
+
+
+# --- search -------------------------------------------------------------------
+
+
+class LogSearchApi(APIView):
+    """Search log lines: words (all must match) and "quoted phrases", within
+    the caller's experiments, newest first. Each result links to its line in
+    the log viewer."""
+
+    class InputSerializer(serializers.Serializer):
+        q = serializers.CharField(max_length=500)
+        experiment = serializers.CharField(required=False, allow_blank=True, max_length=64)
+        campaign = serializers.CharField(required=False, allow_blank=True, max_length=128)
+        stage = serializers.CharField(required=False, allow_blank=True, max_length=128)
+        site = serializers.CharField(required=False, allow_blank=True, max_length=128)
+        node = serializers.CharField(required=False, allow_blank=True, max_length=255)
+        exit_code = serializers.IntegerField(required=False, min_value=-(2**31), max_value=2**31)
+        since = serializers.DateTimeField(required=False)
+        until = serializers.DateTimeField(required=False)
+        limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=50)
+        offset = serializers.IntegerField(required=False, min_value=0, max_value=10000, default=0)
+
+    class HitSerializer(serializers.Serializer):
+        attempt = serializers.UUIDField(source="attempt.uid")
+        attempt_number = serializers.IntegerField(source="attempt.number")
+        experiment = serializers.CharField(source="attempt.job.stage.campaign.experiment.name")
+        campaign = serializers.CharField(source="attempt.job.stage.campaign.name")
+        stage = serializers.CharField(source="attempt.job.stage.name")
+        job = serializers.CharField(source="attempt.job.key")
+        host = serializers.CharField(source="attempt.node.hostname", default=None)
+        site = serializers.CharField(source="attempt.node.site", default=None)
+        exit_code = serializers.IntegerField(source="attempt.exit_code")
+        line = serializers.IntegerField(source="line_no")
+        offset = serializers.IntegerField()
+        timestamp = serializers.DateTimeField()
+        level = serializers.SerializerMethodField()
+        text = serializers.CharField()
+        url = serializers.CharField()
+
+        def get_level(self, hit) -> str:
+            return LogLevel(hit.level).label
+
+    @extend_schema(
+        parameters=[InputSerializer],
+        responses={
+            200: inline_serializer(
+                "LogSearchResult",
+                {
+                    "results": HitSerializer(many=True),
+                    "has_more": serializers.BooleanField(),
+                    "next_offset": serializers.IntegerField(allow_null=True),
+                },
+            )
+        },
+    )
+    def get(self, request):
+        params = self.InputSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        args = dict(params.validated_data)
+        limit, offset = args.pop("limit"), args.pop("offset")
+        result = log_selectors.log_search(
+            experiment_ids=caller_experiment_ids(request),
+            text=args.pop("q"),
+            limit=limit,
+            offset=offset,
+            **args,
+        )
+        hits = self.HitSerializer(result.hits, many=True).data
+        for hit, item in zip(hits, result.hits, strict=True):
+            hit["url"] = request.build_absolute_uri(item.url)
+        return Response(
+            {
+                "results": hits,
+                "has_more": result.has_more,
+                "next_offset": offset + limit if result.has_more else None,
+            }
+        )
+
+
+# --- Loki push ----------------------------------------------------------------
+
+
+class LokiPushApi(APIView):
+    """Loki's push API (JSON only): lines are appended to the attempt named by
+    the stream labels. Bearer or basic auth (token as the password). Answers
+    204 like Loki; a re-sent identical stream is not appended twice."""
+
+    authentication_classes = [IngestTokenAuthentication, IngestTokenBasicAuthentication]
+    permission_classes = [HasIngestScope]
+    throttle_classes = [IngestRateThrottle]
+    parser_classes: list = []
+
+    @extend_schema(
+        request={
+            "application/json": inline_serializer(
+                "LokiPush", {"streams": serializers.ListField(child=serializers.DictField())}
+            )
+        },
+        responses={
+            204: OpenApiResponse(description="appended (or already appended)"),
+            400: OpenApiResponse(description="malformed body or a missing label"),
+            404: OpenApiResponse(description="no such attempt"),
+            409: OpenApiResponse(description="a label does not match the attempt"),
+            415: OpenApiResponse(description="protobuf body: send JSON"),
+        },
+    )
+    def post(self, request):
+        ctype = (request.META.get("CONTENT_TYPE") or "").split(";")[0].strip().lower()
+        if ctype != "application/json" and ctype:
+            return error_response(
+                "unsupported_media_type",
+                f"Content-Type {ctype!r} is not supported: push Loki's JSON format "
+                "(Content-Type: application/json, optionally gzip-encoded); "
+                "protobuf/snappy bodies are not accepted",
+                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            )
+        limit = settings.INGEST_MAX_BODY_BYTES
+        raw = request._request.read(limit + 1)
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        body = decode_body(raw, request.META.get("HTTP_CONTENT_ENCODING", ""), limit)
+        try:
+            streams = loki.loki_parse(parse_json_bytes(body))
+            loki.loki_push(token=request.auth, streams=streams)
+        except loki.LokiError as exc:
+            code = {404: "not_found", 409: "conflict"}.get(exc.status, "invalid")
+            return error_response(code, exc.message, exc.status, fields={exc.field: [exc.message]})
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,5 +1,7 @@
 """Ingest-token authentication and the scope permission, as DRF policy classes."""
 
+import base64
+import binascii
 import datetime as dt
 
 from django.utils import timezone
@@ -45,22 +47,61 @@ class IngestTokenAuthentication(authentication.BaseAuthentication):
         parts = header.split()
         if len(parts) != 2 or parts[0] != self.keyword or not parts[1].startswith(TOKEN_PREFIX):
             return None  # not ours; another scheme may handle it
-        token = (
-            IngestToken.objects.select_related("experiment")
-            .filter(token_hash=token_digest(parts[1]))
-            .first()
-        )
-        if token is None:
-            raise exceptions.AuthenticationFailed("unknown ingest token")
-        if token.revoked_at is not None:
-            raise exceptions.AuthenticationFailed("this ingest token has been revoked")
-        now = timezone.now()
-        if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
-            IngestToken.objects.filter(pk=token.pk).update(last_used_at=now)
-        return TokenPrincipal(token), token
+        return token_authenticate(parts[1])
 
     def authenticate_header(self, request) -> str:
         return self.keyword
+
+
+def token_authenticate(raw: str) -> tuple[TokenPrincipal, IngestToken]:
+    token = (
+        IngestToken.objects.select_related("experiment")
+        .filter(token_hash=token_digest(raw))
+        .first()
+    )
+    if token is None:
+        raise exceptions.AuthenticationFailed("unknown ingest token")
+    if token.revoked_at is not None:
+        raise exceptions.AuthenticationFailed("this ingest token has been revoked")
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        IngestToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return TokenPrincipal(token), token
+
+
+class IngestTokenBasicAuthentication(authentication.BaseAuthentication):
+    """HTTP basic auth with an ingest token as the password (any user name):
+    what Fluent Bit, Vector, Promtail and Alloy configure most easily."""
+
+    def authenticate(self, request):
+        parts = authentication.get_authorization_header(request).split()
+        if len(parts) != 2 or parts[0].lower() != b"basic":
+            return None
+        try:
+            decoded = base64.b64decode(parts[1], validate=True).decode("utf-8")
+        except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+            raise exceptions.AuthenticationFailed("malformed basic-auth credentials") from exc
+        _, _, password = decoded.partition(":")
+        if not password.startswith(TOKEN_PREFIX):
+            raise exceptions.AuthenticationFailed(
+                "the basic-auth password must be an ingest token (pm_…)"
+            )
+        return token_authenticate(password)
+
+    def authenticate_header(self, request) -> str:
+        return 'Basic realm="prodmon"'
+
+
+def caller_experiment_ids(request) -> set[int]:
+    """Experiments a request may read: a token's own (with the `read` scope),
+    or a logged-in user's memberships."""
+    from prodmon.selectors import experiment_ids_for_user
+
+    if isinstance(request.auth, IngestToken):
+        if not request.auth.has_scope("read"):
+            raise exceptions.PermissionDenied("this token lacks the 'read' scope")
+        return {request.auth.experiment_id}
+    return experiment_ids_for_user(user=request.user)
 
 
 class HasIngestScope(permissions.BasePermission):

@@ -1,9 +1,15 @@
 """Refuse oversize bodies before Django or DRF reads a byte of them."""
 
+import re
+
 from django.conf import settings
 from django.http import JsonResponse
 
+from logserver.conf import setting
+
 LIMITED_PREFIXES = ("/api/", "/loki/")
+# Full-log uploads are streamed to the file store and have their own, larger limit.
+FULL_LOG_PATH = re.compile(r"^/api/v1/attempts/[0-9a-fA-F-]{32,36}/log$")
 
 
 class BodySizeLimitMiddleware:
@@ -12,7 +18,10 @@ class BodySizeLimitMiddleware:
 
     def __call__(self, request):
         if request.path.startswith(LIMITED_PREFIXES):
-            limit = settings.INGEST_MAX_BODY_BYTES
+            if FULL_LOG_PATH.match(request.path):
+                limit = int(setting("LOGSTORE_MAX_BYTES"))
+            else:
+                limit = settings.INGEST_MAX_BODY_BYTES
             try:
                 length = int(request.META.get("CONTENT_LENGTH") or 0)
             except ValueError:

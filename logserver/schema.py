@@ -13,3 +13,15 @@ class IngestTokenScheme(OpenApiAuthenticationExtension):
             "scheme": "bearer",
             "description": "Per-experiment token `pm_…`, scopes `ingest` and/or `read`.",
         }
+
+
+class IngestTokenBasicScheme(OpenApiAuthenticationExtension):
+    target_class = "logserver.auth.IngestTokenBasicAuthentication"
+    name = "ingestTokenBasic"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "basic",
+            "description": "Any user name, an ingest token `pm_…` as the password (Loki push).",
+        }

@@ -50,14 +50,46 @@ def _event_claim(*, experiment_id: int, event_id: str, kind: str, attempt_id: in
         return cursor.fetchone() is not None
 
 
-def log_chunk_store(*, attempt: Attempt, offset: int, data: bytes) -> None:
-    """Store a log chunk at its byte offset; a re-sent chunk is a no-op."""
+def log_chunk_store(
+    *, attempt: Attempt, offset: int, data: bytes, logged_at: dt.datetime | None = None
+) -> bool:
+    """Store a log chunk at its byte offset. Returns whether anything changed.
+
+    A re-sent chunk is a no-op; a longer chunk at an offset already stored
+    replaces the shorter one (a reporter that re-reads a growing file sends
+    "abc" and later "abcdef" from the same offset). One statement on
+    PostgreSQL and SQLite (>= 3.35): the WHERE of DO UPDATE keeps the longer.
+    Indexing is enqueued once the surrounding transaction commits.
+    """
     if not data:
-        return
-    LogChunk.objects.bulk_create(
-        [LogChunk(attempt=attempt, offset=offset, length=len(data), data=data)],
-        ignore_conflicts=True,
-    )
+        return False
+    table = LogChunk._meta.db_table
+    offset_col = connection.ops.quote_name("offset")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (attempt_id, {offset_col}, length, data, received_at, logged_at) "  # noqa: S608
+            "VALUES (%s, %s, %s, %s, %s, %s) "
+            f"ON CONFLICT (attempt_id, {offset_col}) DO UPDATE SET "
+            "length = excluded.length, data = excluded.data, "
+            "received_at = excluded.received_at, logged_at = excluded.logged_at "
+            f"WHERE {table}.length < excluded.length RETURNING id",
+            [attempt.pk, offset, len(data), data, timezone.now(), logged_at],
+        )
+        changed = cursor.fetchone() is not None
+    if changed:
+        attempt_id = attempt.pk
+        transaction.on_commit(lambda: _index_soon(attempt_id))
+    return changed
+
+
+def _index_soon(attempt_id: int) -> None:
+    # Never fail an acknowledged ingest over indexing: the reconciler catches up.
+    from logserver.indexing import log_index_enqueue
+
+    try:
+        log_index_enqueue(attempt_id=attempt_id)
+    except Exception:  # noqa: BLE001
+        logger.exception("could not enqueue indexing of attempt %s", attempt_id)
 
 
 def _metrics(data: dict) -> production.Metrics:
@@ -121,7 +153,7 @@ def _apply(
     else:
         raise ValueError(f"unknown event kind {kind!r}")
     if log:
-        log_chunk_store(attempt=attempt, offset=log["offset"], data=log["bytes"])
+        log_chunk_store(attempt=attempt, offset=log["offset"], data=log["bytes"], logged_at=at)
     return attempt, note
 
 
@@ -159,6 +191,8 @@ def _after_attempt_end(stage_id: int, attempt_id: int) -> None:
             task.delay(arg)
         except Exception:  # noqa: BLE001
             logger.exception("could not enqueue %s(%s)", task.name, arg)
+    # The end closes the log: index the rest, gaps and the last partial line included.
+    _index_soon(attempt_id)
 
 
 def token_create(*, experiment: Experiment, name: str, scopes: list[str], created_by=None):

@@ -1,0 +1,41 @@
+"""Thin Celery tasks of the log server: take ids, call a service.
+
+Periodic ones (the lead keeps the schedule in settings.CELERY_BEAT_SCHEDULE):
+- logserver.log_index_reconcile_task  every 5 minutes
+- logserver.logs_retention_task       every 6 hours
+"""
+
+from celery import shared_task
+from django.core.cache import cache
+
+from logserver.index import LogIndexError
+
+
+@shared_task(
+    name="logserver.log_index_attempt_task",
+    ignore_result=True,
+    autoretry_for=(LogIndexError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def log_index_attempt_task(attempt_id: int) -> None:
+    from logserver import indexing
+
+    # Clear the debounce first: a chunk committed from now on enqueues again,
+    # and one committed before is visible to this run.
+    cache.delete(indexing.debounce_key(attempt_id))
+    indexing.log_index_attempt(attempt_id=attempt_id)
+
+
+@shared_task(name="logserver.log_index_reconcile_task", ignore_result=True)
+def log_index_reconcile_task() -> None:
+    from logserver import indexing
+
+    indexing.log_index_reconcile()
+
+
+@shared_task(name="logserver.logs_retention_task", ignore_result=True)
+def logs_retention_task() -> None:
+    from logserver import retention
+
+    retention.logs_retention_enforce()

@@ -1,0 +1,143 @@
+"""Retention: tails N days, full logs M days, per experiment; open jobs keep theirs."""
+
+import datetime as dt
+import io
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from logserver import fulllog, indexing, retention, services
+from logserver.models import FullLog, LogChunk, LogIndexCursor, LogLine, LogRetentionPolicy
+from prodmon.models import Attempt, Job
+from tests.factories import AttemptFactory, CampaignFactory, JobFactory, StageFactory
+
+pytestmark = pytest.mark.django_db
+NOW = timezone.now()
+
+
+@pytest.fixture(autouse=True)
+def _filesystem_store(settings, tmp_path):
+    settings.LOGSTORE_BACKEND = "filesystem"
+    settings.LOGSTORE_ROOT = str(tmp_path / "logstore")
+    settings.PRODMON_LOG_TAIL_RETENTION_DAYS = 30
+    settings.PRODMON_FULL_LOG_RETENTION_DAYS = 60
+
+
+def _attempt(experiment, *, ended_days_ago: float, job_state=Job.State.SUCCEEDED, text=b"a\nb\n"):
+    stage = StageFactory(campaign=CampaignFactory(experiment=experiment))
+    job = JobFactory(stage=stage, state=job_state)
+    attempt = AttemptFactory(
+        job=job,
+        status=Attempt.Status.SUCCEEDED,
+        exit_code=0,
+        ended_at=NOW - dt.timedelta(days=ended_days_ago),
+        log_bytes=len(text),
+    )
+    services.log_chunk_store(attempt=attempt, offset=0, data=text)
+    indexing.log_index_attempt(attempt_id=attempt.pk)
+    return attempt
+
+
+def _full_log(attempt, *, days_ago: float) -> FullLog:
+    full = fulllog.full_log_store(attempt=attempt, stream=io.BytesIO(b"whole log\n"), gzipped=False)
+    FullLog.objects.filter(pk=full.pk).update(uploaded_at=NOW - dt.timedelta(days=days_ago))
+    full.refresh_from_db()
+    return full
+
+
+def _has_tail(attempt) -> bool:
+    return LogChunk.objects.filter(attempt=attempt).exists()
+
+
+def test_it_removes_old_tails_by_each_experiment_s_policy(experiment, other_experiment):
+    LogRetentionPolicy.objects.create(experiment=experiment, tail_days=7)
+    short = _attempt(experiment, ended_days_ago=10)
+    recent = _attempt(experiment, ended_days_ago=3)
+    default = _attempt(other_experiment, ended_days_ago=10)  # site default: 30 days
+    report = retention.logs_retention_enforce(now=NOW)
+    assert not _has_tail(short)
+    assert not LogLine.objects.filter(attempt=short).exists()
+    assert LogIndexCursor.objects.get(attempt=short).purged_at is not None
+    assert _has_tail(recent)
+    assert _has_tail(default)
+    assert LogLine.objects.filter(attempt=recent).count() == 2
+    by_name = {e.experiment: e for e in report.experiments}
+    assert (by_name["dune"].tails, by_name["dune"].chunks, by_name["dune"].chunk_bytes) == (1, 1, 4)
+    assert by_name["mu2e"].tails == 0
+    assert by_name["mu2e"].tail_days == 30
+
+
+def test_it_never_removes_the_logs_of_a_job_still_open(experiment):
+    LogRetentionPolicy.objects.create(experiment=experiment, tail_days=1, full_log_days=1)
+    failed = _attempt(experiment, ended_days_ago=400, job_state=Job.State.FAILED)
+    running = _attempt(experiment, ended_days_ago=400, job_state=Job.State.RUNNING)
+    _full_log(failed, days_ago=400)
+    report = retention.logs_retention_enforce(now=NOW)
+    assert _has_tail(failed)
+    assert _has_tail(running)
+    assert FullLog.objects.filter(attempt=failed).exists()
+    [result] = [e for e in report.experiments if e.experiment == "dune"]
+    assert (result.tails, result.tails_kept_open, result.full_logs_kept_open) == (0, 2, 1)
+
+
+def test_it_removes_full_logs_after_their_own_days(experiment, settings, tmp_path):
+    LogRetentionPolicy.objects.create(experiment=experiment, tail_days=365, full_log_days=14)
+    attempt = _attempt(experiment, ended_days_ago=20)
+    old = _full_log(attempt, days_ago=20)
+    path = tmp_path / "logstore" / old.storage_key
+    assert path.is_file()
+    young = _full_log(_attempt(experiment, ended_days_ago=20), days_ago=2)
+    retention.logs_retention_enforce(now=NOW)
+    assert not FullLog.objects.filter(pk=old.pk).exists()
+    assert not path.exists()
+    assert FullLog.objects.filter(pk=young.pk).exists()
+    assert _has_tail(attempt)  # the tail has its own, longer retention
+
+
+def test_a_dry_run_counts_but_deletes_nothing(experiment):
+    LogRetentionPolicy.objects.create(experiment=experiment, tail_days=1, full_log_days=1)
+    attempt = _attempt(experiment, ended_days_ago=5)
+    _full_log(attempt, days_ago=5)
+    out = io.StringIO()
+    call_command("logs_retention", "--dry-run", stdout=out)
+    assert "would remove 1 tails" in out.getvalue()
+    assert "dry run: nothing deleted" in out.getvalue()
+    assert _has_tail(attempt)
+    assert FullLog.objects.filter(attempt=attempt).exists()
+    assert LogLine.objects.filter(attempt=attempt).count() == 2
+    call_command("logs_retention", stdout=io.StringIO())
+    assert not _has_tail(attempt)
+    assert not FullLog.objects.filter(attempt=attempt).exists()
+
+
+def test_the_reconciler_leaves_a_purged_tail_alone(experiment):
+    LogRetentionPolicy.objects.create(experiment=experiment, tail_days=1)
+    attempt = _attempt(experiment, ended_days_ago=5)
+    retention.logs_retention_enforce(now=NOW)
+    assert indexing.log_index_stale_attempt_ids() == []
+    assert indexing.log_index_reconcile().lines == 0
+    assert not LogLine.objects.filter(attempt=attempt).exists()
+
+
+def test_the_periodic_task_enforces_retention(experiment):
+    from logserver.tasks import logs_retention_task
+
+    LogRetentionPolicy.objects.create(experiment=experiment, tail_days=1)
+    attempt = _attempt(experiment, ended_days_ago=5)
+    logs_retention_task.delay()
+    assert not _has_tail(attempt)
+
+
+def test_the_viewer_says_a_purged_tail_was_removed(experiment, client):
+    from tests.factories import MembershipFactory, UserFactory
+
+    LogRetentionPolicy.objects.create(experiment=experiment, tail_days=1)
+    attempt = _attempt(experiment, ended_days_ago=5)
+    retention.logs_retention_enforce(now=NOW)
+    user = UserFactory()
+    MembershipFactory(user=user, experiment=experiment)
+    client.force_login(user)
+    html = client.get(f"/attempts/{attempt.uid}/log").content.decode()
+    assert "removed under the retention policy" in html
+    assert 'id="L1"' not in html
