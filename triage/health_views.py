@@ -16,6 +16,8 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.views import APIView
@@ -126,6 +128,13 @@ class ExclusionExportApi(APIView):
 
     fmt = "json"
 
+    @extend_schema(
+        parameters=[ExclusionInputSerializer],
+        responses={
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            (200, "text/plain"): OpenApiTypes.STR,
+        },
+    )
     def get(self, request):
         params = self.ExclusionInputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)

@@ -99,16 +99,10 @@ def test_healthz_and_readyz(client):
 
 @pytest.mark.django_db
 def test_readyz_says_which_part_is_down(client, settings):
-    from prodmon.celery import app
-
     # A real broker URL on a port where nothing listens.
     settings.CELERY_TASK_ALWAYS_EAGER = False
-    saved = app.conf.broker_url
-    app.conf.broker_url = "redis://127.0.0.1:1/0"
-    try:
-        r = client.get("/readyz")
-    finally:
-        app.conf.broker_url = saved
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    r = client.get("/readyz")
     assert r.status_code == 503
     assert r.json()["checks"]["database"] == "ok"
     assert r.json()["checks"]["broker"].startswith("error:")

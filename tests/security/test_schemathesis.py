@@ -5,7 +5,9 @@ import math
 
 import pytest
 import schemathesis
+from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from hypothesis import HealthCheck, given, seed, settings
 
 from tests.factories import CampaignFactory, StageFactory
@@ -19,11 +21,24 @@ def test_no_generated_request_gets_a_server_error(experiment, ingest_token):
     # Real names exist so that valid identities reach the services, not just 404s.
     StageFactory(campaign=CampaignFactory(experiment=experiment, name="mc"), name="gen")
     app = get_wsgi_application()
+    # Called through the real WSGI handler, Django would close the test's
+    # database connection after each request; the test client unhooks that
+    # signal too, because the test's transaction must survive.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        _run_cases(app, ingest_token[1])
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+
+
+def _run_cases(app, raw_token):
     schema = schemathesis.openapi.from_wsgi("/api/v1/schema/?format=json", app)
     operations = [op.ok() for op in schema.get_all_operations()]
     assert len(operations) >= 5
     per_op = math.ceil(TOTAL_CASES / len(operations))
-    headers = {"Authorization": f"Bearer {ingest_token[1]}"}
+    headers = {"Authorization": f"Bearer {raw_token}"}
     ran, failures = 0, []
 
     for operation in operations:
