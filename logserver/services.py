@@ -14,9 +14,12 @@ from django.utils import timezone
 
 from logserver.models import IngestEvent, IngestToken, LogChunk, token_digest
 from prodmon import services as production
+from prodmon.actions.tasks import stage_autolaunch_check_task
 from prodmon.models import Attempt, Experiment
+from prodmon.progress.tasks import stage_after_end_task
 from prodmon.tasks import stage_progress_sample_task
-from triage.tasks import attempt_classify_task
+from triage.services import liveness_on_heartbeat
+from triage.tasks import attempt_classify_task, node_health_update_task
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +181,9 @@ def event_ingest(*, token: IngestToken, kind: str, data: dict) -> IngestOutcome:
             if kind == "end" and attempt.ended_at == at:
                 stage_id, attempt_id = attempt.job.stage_id, attempt.pk
                 transaction.on_commit(lambda: _after_attempt_end(stage_id, attempt_id))
+            elif kind == "heartbeat":
+                attempt_id = attempt.pk
+                transaction.on_commit(lambda: _after_heartbeat(attempt_id))
     except _AlreadyApplied:
         return IngestOutcome(event_id=data["event_id"], status="duplicate")
     return IngestOutcome(event_id=data["event_id"], status="accepted", attempt=attempt, note=note)
@@ -186,13 +192,29 @@ def event_ingest(*, token: IngestToken, kind: str, data: dict) -> IngestOutcome:
 def _after_attempt_end(stage_id: int, attempt_id: int) -> None:
     # Side work after the commit must never fail an acknowledged ingest:
     # with the broker down, the periodic sweeps catch up.
-    for task, arg in ((attempt_classify_task, attempt_id), (stage_progress_sample_task, stage_id)):
+    followups = (
+        (attempt_classify_task, attempt_id),
+        (node_health_update_task, attempt_id),
+        (stage_progress_sample_task, stage_id),
+        (stage_after_end_task, stage_id),
+        (stage_autolaunch_check_task, stage_id),
+    )
+    for task, arg in followups:
         try:
             task.delay(arg)
         except Exception:  # noqa: BLE001
             logger.exception("could not enqueue %s(%s)", task.name, arg)
     # The end closes the log: index the rest, gaps and the last partial line included.
     _index_soon(attempt_id)
+
+
+def _after_heartbeat(attempt_id: int) -> None:
+    # A heartbeat revives a lost attempt and clears a hung one (one UPDATE
+    # when there is nothing to revive). Never fails the acknowledged event.
+    try:
+        liveness_on_heartbeat(attempt_id=attempt_id)
+    except Exception:  # noqa: BLE001
+        logger.exception("could not record the liveness of attempt %s", attempt_id)
 
 
 def token_create(*, experiment: Experiment, name: str, scopes: list[str], created_by=None):

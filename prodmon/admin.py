@@ -3,6 +3,8 @@ from django.contrib import admin
 from prodmon.models import (
     Attempt,
     AuditEntry,
+    BatchEvent,
+    BulkAction,
     Campaign,
     ConfigSnapshot,
     Experiment,
@@ -70,6 +72,8 @@ class NodeAdmin(admin.ModelAdmin):
 
 
 admin.site.register(Submission)
+admin.site.register(BulkAction)
+admin.site.register(BatchEvent)
 admin.site.register(OutputFile)
 admin.site.register(Membership)
 

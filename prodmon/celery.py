@@ -9,3 +9,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "prodmon.settings.embedded")
 app = Celery("prodmon")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Task modules of packages inside apps, which autodiscovery does not walk.
+app.autodiscover_tasks(["prodmon.progress", "prodmon.actions"])

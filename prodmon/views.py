@@ -9,9 +9,13 @@ from django_tables2 import RequestConfig
 
 from logserver.selectors import log_tail
 from prodmon import selectors
+from prodmon.actions.selectors import attempt_batch_event_list
+from prodmon.actions.views import job_actions_context
 from prodmon.filters import JobFilter
 from prodmon.models import Campaign
+from prodmon.progress import dashboard
 from prodmon.tables import JobTable
+from triage import selectors as triage_selectors
 
 JOBS_PER_PAGE = 50
 RECENT_FAILURES = 15
@@ -30,11 +34,18 @@ def campaign_list(request):
         selectors.campaign_list(experiment_ids=_experiment_ids(request), state=state or None)
     )
     progress = selectors.campaign_progress(campaigns=campaigns)
+    estimates = dashboard.campaign_list_estimates(campaigns=campaigns)
+    cards = []
+    for c in campaigns:
+        estimate = estimates.get(c.pk)
+        etas = estimate.stages if estimate else {}
+        cards.append((c, [(p, etas.get(p.stage.pk)) for p in progress[c.pk]], estimate))
     return render(
         request,
         "prodmon/campaign_list.html",
         {
             "rows": [(c, progress[c.pk]) for c in campaigns],
+            "cards": cards,  # rows with each stage's estimate and the campaign's
             "state": state,
             "states": Campaign.State.values,
         },
@@ -48,12 +59,17 @@ def campaign_detail(request, pk):
         raise Http404("no such campaign in your experiments")
     progress = selectors.campaign_progress(campaigns=[campaign])[campaign.pk]
     configs = selectors.stage_config_map(stage_ids=[p.stage.pk for p in progress])
+    board = dashboard.campaign_dashboard(campaign=campaign, stages=progress)
     return render(
         request,
         "prodmon/campaign_detail.html",
         {
+            **board,
             "campaign": campaign,
             "stages": [(p, configs.get(p.stage.pk)) for p in progress],
+            "stage_rows": [
+                (p, configs.get(p.stage.pk), board["etas"].get(p.stage.pk)) for p in progress
+            ],
             "failures": selectors.campaign_failed_attempt_list(
                 campaign=campaign, limit=RECENT_FAILURES
             ),
@@ -90,10 +106,11 @@ def job_detail(request, pk):
     job = selectors.job_get(pk=pk, experiment_ids=_experiment_ids(request))
     if job is None:
         raise Http404("no such job in your experiments")
+    attempts = list(selectors.job_attempt_list(job=job))
     return render(
         request,
         "prodmon/job_detail.html",
-        {"job": job, "attempts": list(selectors.job_attempt_list(job=job))},
+        {"job": job, "attempts": attempts, **job_actions_context(request, job, attempts=attempts)},
     )
 
 
@@ -114,5 +131,8 @@ def attempt_detail(request, uid):
             "siblings": siblings,
             "outputs": list(selectors.attempt_output_list(attempt=attempt)),
             "log": log_tail(attempt=attempt),
+            "batch_events": attempt_batch_event_list(attempt=attempt),
+            "classification": triage_selectors.attempt_classification_get(attempt=attempt),
+            **job_actions_context(request, attempt.job, attempts=[attempt]),
         },
     )

@@ -872,3 +872,42 @@ def node_recent_failures(*, health, limit: int = 20) -> list[Attempt]:
         .select_related("job__stage__campaign", "classification__error_class")
         .order_by(F("ended_at").desc(nulls_last=True), "-pk")[:limit]
     )
+
+
+# --- hooks read by the action layer (prodmon/actions/hooks.py) -----------------
+
+
+def job_failure_classes(job_ids: list[int]) -> dict[int, dict]:
+    """The class of each job's latest classified failed attempt:
+    {job_id: {"name": title, "transient": bool}}. transient=False marks a
+    permanent class, which the action layer retries only when forced."""
+    rows = (
+        AttemptClassification.objects.filter(attempt__job_id__in=list(job_ids))
+        .select_related("error_class")
+        .order_by("attempt__job_id", "-attempt__number")
+        .values_list("attempt__job_id", "error_class__title", "error_class__transient")
+    )
+    out: dict[int, dict] = {}
+    for job_id, title, transient in rows:
+        out.setdefault(job_id, {"name": title, "transient": bool(transient)})
+    return out
+
+
+def error_class_job_ids(error_class: str, experiment_ids: set[int]) -> set[int]:
+    """Jobs whose latest classified failure is in the class given by id or key."""
+    classes = ErrorClass.objects.filter(experiment_id__in=experiment_ids)
+    classes = (
+        classes.filter(pk=int(error_class))
+        if str(error_class).isdigit()
+        else classes.filter(key=error_class)
+    )
+    latest: dict[int, int] = {}
+    rows = (
+        AttemptClassification.objects.filter(experiment_id__in=experiment_ids)
+        .order_by("attempt__job_id", "-attempt__number")
+        .values_list("attempt__job_id", "error_class_id")
+    )
+    for job_id, class_id in rows:
+        latest.setdefault(job_id, class_id)
+    wanted = set(classes.values_list("pk", flat=True))
+    return {job_id for job_id, class_id in latest.items() if class_id in wanted}

@@ -28,6 +28,9 @@ class Role(models.IntegerChoices):
 class Experiment(models.Model):
     name = models.SlugField(max_length=64, unique=True)
     title = models.CharField(max_length=200, blank=True)
+    # Where this experiment's jobs are submitted (prodmon.submission): "local",
+    # "slurm" or "htcondor". Blank: PRODMON_SUBMISSION_BACKEND. A stage may override.
+    submission_backend = models.CharField(max_length=16, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -103,6 +106,13 @@ class Stage(models.Model):
         default=95, validators=[MinValueValidator(1), MaxValueValidator(100)]
     )
     state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
+    # Submission: the backend (blank: the experiment's) and what each attempt asks for.
+    submission_backend = models.CharField(max_length=16, blank=True)
+    request_cores = models.PositiveSmallIntegerField(default=1)
+    request_memory_mb = models.PositiveIntegerField(default=2000)
+    request_walltime_s = models.PositiveIntegerField(default=8 * 3600)
+    # Launch by itself once every parent stage reaches completion_pct.
+    autolaunch = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -182,12 +192,19 @@ class Submission(models.Model):
     )
     command = models.TextField(blank=True)
     output = models.TextField(blank=True)
+    # The operator request (retry, recovery, launch) that made this submission.
+    action = models.ForeignKey(
+        "BulkAction", null=True, blank=True, on_delete=models.SET_NULL, related_name="submissions"
+    )
 
     class Meta:
         ordering = ["-launched_at"]
 
     def __str__(self) -> str:
         return f"{self.kind} submission {self.pk} of {self.stage}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("submission-detail", args=[self.pk])
 
 
 class Node(models.Model):
@@ -279,11 +296,30 @@ class Attempt(models.Model):
     output_bytes = models.BigIntegerField(null=True, blank=True)
     log_bytes = models.BigIntegerField(default=0)
     is_duplicate_completion = models.BooleanField(default=False)
+    # What the submission layer asked the batch system for (null: not submitted by prodmon).
+    request_memory_mb = models.PositiveIntegerField(null=True, blank=True)
+    request_walltime_s = models.PositiveIntegerField(null=True, blank=True)
+    # What the batch system last said about it (Slurm JobState, HTCondor event),
+    # and an HTCondor hold's reason: data for triage to classify.
+    batch_state = models.CharField(max_length=32, blank=True)
+    hold_reason_code = models.IntegerField(null=True, blank=True)
+    hold_reason_subcode = models.IntegerField(null=True, blank=True)
+    hold_reason = models.TextField(blank=True)
 
     class Meta:
         ordering = ["job", "number"]
         constraints = [
             models.UniqueConstraint(fields=["job", "number"], name="attempt_unique_number"),
+            # No double submission: at most one open attempt per job among those
+            # prodmon's own submission layer queued (they carry their submission).
+            # Attempts the ingest path creates for runs it has not seen (a batch
+            # system's resubmission) have no submission and are never refused:
+            # ingest must not lose data. See docs/actions.md.
+            models.UniqueConstraint(
+                fields=["job"],
+                condition=Q(status__in=["queued", "running"], submission__isnull=False),
+                name="attempt_one_open_submitted",
+            ),
         ]
         indexes = [
             models.Index(fields=["status", "last_heartbeat_at"], name="attempt_status_hb"),

@@ -5,9 +5,12 @@ README.md and .env.example. The helpers below fail loudly on malformed values
 rather than guessing.
 """
 
+import os
+import sys
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(environ.Env().str("PRODMON_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -157,6 +160,47 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("PRODMON_LOG_LEVEL", default="INFO")},
 }
 
+# --- logs: index, full-log store, retention ----------------------------------
+PRODMON_LOG_INDEX = env.str("PRODMON_LOG_INDEX", default="database")  # or "elasticsearch"
+PRODMON_LOG_INDEX_ON_INGEST = env.bool("PRODMON_LOG_INDEX_ON_INGEST", default=True)
+PRODMON_LOG_INDEX_DEBOUNCE_SECONDS = env.int("PRODMON_LOG_INDEX_DEBOUNCE_SECONDS", default=5)
+ELASTICSEARCH_URL = env.str("ELASTICSEARCH_URL", default="")
+ELASTICSEARCH_API_KEY = env.str("ELASTICSEARCH_API_KEY", default="")
+ELASTICSEARCH_CA_CERTS = env.str("ELASTICSEARCH_CA_CERTS", default="")
+PRODMON_ES_DATA_STREAM_PREFIX = env.str("PRODMON_ES_DATA_STREAM_PREFIX", default="logs-prodmon")
+LOGSTORE_BACKEND = env.str("LOGSTORE_BACKEND", default="filesystem")  # or "s3"
+LOGSTORE_ROOT = env.str("LOGSTORE_ROOT", default=str(VAR_DIR / "logstore"))
+LOGSTORE_MAX_BYTES = env.int("LOGSTORE_MAX_BYTES", default=4 * 1024**3)
+LOGSTORE_S3_BUCKET = env.str("LOGSTORE_S3_BUCKET", default="")
+LOGSTORE_S3_ENDPOINT_URL = env.str("LOGSTORE_S3_ENDPOINT_URL", default="")
+LOGSTORE_S3_REGION = env.str("LOGSTORE_S3_REGION", default="")
+LOGSTORE_S3_PREFIX = env.str("LOGSTORE_S3_PREFIX", default="prodmon/logs/")
+LOGSTORE_S3_ADDRESSING_STYLE = env.str("LOGSTORE_S3_ADDRESSING_STYLE", default="path")
+PRODMON_LOG_TAIL_RETENTION_DAYS = env.int("PRODMON_LOG_TAIL_RETENTION_DAYS", default=90)
+PRODMON_FULL_LOG_RETENTION_DAYS = env.int("PRODMON_FULL_LOG_RETENTION_DAYS", default=30)
+
+# --- submission layer and actions (docs/actions.md) -----------------------------
+PRODMON_SUBMISSION_BACKEND = env.str("PRODMON_SUBMISSION_BACKEND", default="local")
+PRODMON_SUBMISSION_URL = env.str("PRODMON_SUBMISSION_URL", default="http://127.0.0.1:8000")
+PRODMON_SUBMISSION_DIR = Path(
+    env.str("PRODMON_SUBMISSION_DIR", default=str(VAR_DIR / "submission"))
+)
+PRODMON_SUBMISSION_PYTHON = env.str("PRODMON_SUBMISSION_PYTHON", default=sys.executable)
+PRODMON_SUBMISSION_REPORTER = env.str(
+    "PRODMON_SUBMISSION_REPORTER", default=str(BASE_DIR / "logserver" / "prodmon_report.py")
+)
+PRODMON_LOCAL_MAX_JOBS = env.int("PRODMON_LOCAL_MAX_JOBS", default=os.cpu_count() or 2)
+PRODMON_SLURM_PARTITION = env.str("PRODMON_SLURM_PARTITION", default="")
+PRODMON_SLURM_ACCOUNT = env.str("PRODMON_SLURM_ACCOUNT", default="")
+PRODMON_HTCONDOR_PYTHON = env.str("PRODMON_HTCONDOR_PYTHON", default="/usr/bin/python3")
+PRODMON_HTCONDOR_SCHEDD = env.str("PRODMON_HTCONDOR_SCHEDD", default="")
+PRODMON_LAUNCH_BACKOUT_SECONDS = env.int("PRODMON_LAUNCH_BACKOUT_SECONDS", default=60)
+PRODMON_RETRY_MEMORY_FACTOR = env.float("PRODMON_RETRY_MEMORY_FACTOR", default=1.5)
+PRODMON_RETRY_MEMORY_MAX_MB = env.int("PRODMON_RETRY_MEMORY_MAX_MB", default=16000)
+PRODMON_RETRY_WALLTIME_FACTOR = env.float("PRODMON_RETRY_WALLTIME_FACTOR", default=1.5)
+PRODMON_RETRY_WALLTIME_MAX_S = env.int("PRODMON_RETRY_WALLTIME_MAX_S", default=172800)
+PRODMON_BATCH_END_GRACE_SECONDS = env.int("PRODMON_BATCH_END_GRACE_SECONDS", default=600)
+
 # Liveness (triage): an attempt is lost after TRIAGE_LOST_AFTER_HEARTBEATS
 # heartbeat periods without one; hung when neither its log nor its CPU time
 # advanced for TRIAGE_HUNG_AFTER_SECONDS.
@@ -170,6 +214,15 @@ CELERY_BEAT_SCHEDULE = {
     "triage-classify-sweep": {"task": "triage.attempt_classify_sweep_task", "schedule": 300.0},
     "triage-node-health-sweep": {"task": "triage.node_health_sweep_task", "schedule": 600.0},
     "triage-liveness-sweep": {"task": "triage.liveness_sweep_task", "schedule": 60.0},
+    "log-index-reconcile": {"task": "logserver.log_index_reconcile_task", "schedule": 300.0},
+    "logs-retention": {"task": "logserver.logs_retention_task", "schedule": 6 * 3600.0},
+    "progress-sweep": {"task": "progress.progress_sweep_task", "schedule": 300.0},
+    "progress-weekly-reports": {
+        "task": "progress.weekly_reports_send_task",
+        "schedule": crontab(minute=0, hour=7, day_of_week="mon"),
+    },
+    "actions-due-sweep": {"task": "actions.bulk_action_due_sweep_task", "schedule": 15.0},
+    "actions-submission-poll": {"task": "actions.submission_poll_task", "schedule": 60.0},
     "triage-lifecycle-sweep": {
         "task": "triage.error_class_lifecycle_sweep_task",
         "schedule": 3600.0,

@@ -46,6 +46,9 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 CELERY_BROKER_URL = _required("CELERY_BROKER_URL")
+
+if env.str("PRODMON_LOG_INDEX", default="database") == "elasticsearch":
+    _required("ELASTICSEARCH_URL")
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_RESULT_BACKEND = None
 

@@ -1,0 +1,403 @@
+"""The action pages through the real views: permissions per role (viewer,
+shifter, production manager, outsider), the bulk retry's confirmation with its
+exact count, the stage operations, the progress endpoint and the audit log."""
+
+import re
+import uuid
+
+import pytest
+from django.urls import reverse
+
+from prodmon.models import Attempt, AuditEntry, BulkAction, Job, Stage
+from tests.actions.conftest import failed_job
+from tests.factories import AttemptFactory, NodeFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def retry_post(client, job, **extra):
+    return client.post(
+        reverse("job-retry", args=[job.pk]),
+        {"idempotency_key": uuid.uuid4().hex, **extra},
+    )
+
+
+def hidden(html: str, name: str) -> str:
+    return re.search(rf'name="{name}" value="([^"]*)"', html).group(1)
+
+
+# --- retry one job ------------------------------------------------------------------------
+
+
+def test_it_forbids_a_viewer_to_retry(client, viewer, stage):
+    job = failed_job(stage)
+    client.force_login(viewer)
+    assert retry_post(client, job).status_code == 403
+    assert job.attempts.count() == 1
+
+
+def test_it_hides_other_experiments_jobs_from_an_outsider(client, outsider, stage):
+    job = failed_job(stage)
+    client.force_login(outsider)
+    assert retry_post(client, job).status_code == 404
+    assert client.get(reverse("stage-operations", args=[stage.pk])).status_code == 404
+    assert client.post(reverse("stage-launch", args=[stage.pk])).status_code == 404
+
+
+def test_it_lets_a_shifter_retry_from_the_job_page(client, shifter, stage, fake_backend):
+    job = failed_job(stage)
+    client.force_login(shifter)
+    page = client.get(job.get_absolute_url()).content.decode()
+    assert 'id="retry-button"' in page
+    key = hidden(page, "idempotency_key")
+    r = client.post(reverse("job-retry", args=[job.pk]), {"idempotency_key": key})
+    assert r.status_code == 302
+    assert r["Location"] == job.get_absolute_url()
+    page = client.get(r["Location"]).content.decode()
+    assert "Retry submitted: 1 submitted, 0 failed, 0 skipped of 1." in page
+    assert "job.retry" in page  # the history card
+    # The same form sent again (a double click) makes no second attempt.
+    again = client.post(reverse("job-retry", args=[job.pk]), {"idempotency_key": key})
+    assert again.status_code == 302
+    assert job.attempts.count() == 2
+    assert len(fake_backend.submitted) == 1
+
+
+def test_it_forbids_a_shifter_to_force(client, shifter, stage):
+    job = failed_job(stage)
+    client.force_login(shifter)
+    assert retry_post(client, job, force="on").status_code == 403
+
+
+def test_it_lets_a_manager_force_a_permanent_class(client, manager, stage, hooks):
+    hooks(
+        "triage.selectors",
+        job_failure_classes=lambda job_ids: dict.fromkeys(
+            job_ids, {"name": "bad-config", "transient": False}
+        ),
+    )
+    job = failed_job(stage)
+    client.force_login(manager)
+    page = client.get(job.get_absolute_url()).content.decode()
+    assert "Force retry" in page
+    assert "bad-config" in page
+    assert retry_post(client, job, force="on").status_code == 302
+    assert job.attempts.count() == 2
+
+
+def test_it_says_why_a_job_cannot_be_retried(client, shifter, stage):
+    job = failed_job(stage, attempts=3)
+    client.force_login(shifter)
+    page = client.get(job.get_absolute_url()).content.decode()
+    assert 'id="retry-button"' not in page
+    assert "max attempts reached (3 of 3)" in page
+
+
+def test_it_only_accepts_posts_with_csrf(stage, shifter):
+    from django.test import Client
+
+    job = failed_job(stage)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(shifter)
+    assert retry_post(client, job).status_code == 403
+    assert client.get(reverse("job-retry", args=[job.pk])).status_code == 405
+
+
+def test_it_shows_the_retry_panel_and_batch_facts_on_the_latest_attempt(client, shifter, stage):
+    job = failed_job(stage)
+    attempt = job.attempts.get()
+    Attempt.objects.filter(pk=attempt.pk).update(
+        hold_reason_code=34,
+        hold_reason_subcode=0,
+        hold_reason="memory exceeded",
+        batch_state="held",
+    )
+    client.force_login(shifter)
+    page = client.get(attempt.get_absolute_url()).content.decode()
+    assert 'id="retry-button"' in page
+    assert "<code>34.0</code> memory exceeded" in page
+
+
+# --- bulk retry ------------------------------------------------------------------------------
+
+
+def _failed_on(stage, node, n):
+    jobs = []
+    for i in range(n):
+        job = Job.objects.create(stage=stage, key=f"{node.hostname}-{i}", state="failed")
+        AttemptFactory(job=job, number=1, status="failed", exit_code=137, node=node)
+        Job.objects.filter(pk=job.pk).update(attempt_count=1)
+        jobs.append(job)
+    return jobs
+
+
+def test_it_confirms_a_bulk_retry_with_the_exact_count_then_runs_it(
+    client, shifter, stage, fake_backend, django_capture_on_commit_callbacks
+):
+    bad = NodeFactory(hostname="wn-bad.example.org")
+    good = NodeFactory(hostname="wn-good.example.org")
+    on_bad = _failed_on(stage, bad, 4)
+    _failed_on(stage, good, 2)
+    Job.objects.filter(pk=on_bad[0].pk).update(attempt_count=3)  # out of attempts
+
+    client.force_login(shifter)
+    url = reverse("bulk-retry") + f"?stage={stage.pk}&node=wn-bad"
+    page = client.get(url).content.decode()
+    assert re.search(r'id="eligible-count">3<small>', page)
+    assert "4 jobs match" in page
+    assert "<strong>1</strong> — max attempts reached" in page
+
+    with django_capture_on_commit_callbacks(execute=True):
+        r = client.post(
+            url,
+            {
+                "idempotency_key": hidden(page, "idempotency_key"),
+                "selection": hidden(page, "selection"),
+            },
+        )
+    assert r.status_code == 302
+    action = BulkAction.objects.get()
+    assert r["Location"] == action.get_absolute_url()
+    assert (action.kind, action.total, action.done) == ("retry", 3, 3)
+    assert action.stage == stage
+    assert {s.environment["PRODMON_JOB"] for s in fake_backend.submitted} == {
+        j.key for j in on_bad[1:]
+    }
+    page = client.get(r["Location"]).content.decode()
+    assert "3 submitted, 0 failed, 0 skipped of 3" in page
+
+
+def test_it_asks_again_when_the_selection_changed(client, shifter, stage):
+    node = NodeFactory(hostname="wn1")
+    _failed_on(stage, node, 2)
+    client.force_login(shifter)
+    url = reverse("bulk-retry") + f"?stage={stage.pk}"
+    page = client.get(url).content.decode()
+    _failed_on(stage, NodeFactory(hostname="wn2"), 1)  # a new failure arrives meanwhile
+    r = client.post(
+        url,
+        {
+            "idempotency_key": hidden(page, "idempotency_key"),
+            "selection": hidden(page, "selection"),
+        },
+    )
+    assert r.status_code == 200
+    assert "changed since the page was shown" in r.content.decode()
+    assert BulkAction.objects.count() == 0
+
+
+def test_it_forbids_a_viewer_to_bulk_retry(client, viewer, stage):
+    _failed_on(stage, NodeFactory(hostname="wn1"), 1)
+    client.force_login(viewer)
+    url = reverse("bulk-retry") + f"?stage={stage.pk}"
+    page = client.get(url).content.decode()
+    assert "needs the shifter role" in page
+    r = client.post(url, {"idempotency_key": uuid.uuid4().hex, "selection": "whatever"})
+    assert r.status_code == 403
+
+
+def test_it_says_when_error_classes_are_not_available_yet(client, shifter, stage):
+    client.force_login(shifter)
+    page = client.get(reverse("bulk-retry") + "?error_class=xrootd-timeout").content.decode()
+    assert "error classes are not available yet" in page
+
+
+def test_it_filters_a_bulk_retry_by_error_class_from_triage(client, shifter, stage, hooks):
+    jobs = _failed_on(stage, NodeFactory(hostname="wn1"), 3)
+    hooks(
+        "triage.selectors",
+        error_class_job_ids=lambda error_class, experiment_ids: (
+            [jobs[0].pk] if error_class == "xrootd-timeout" else []
+        ),
+    )
+    client.force_login(shifter)
+    page = client.get(reverse("bulk-retry") + "?error_class=xrootd-timeout").content.decode()
+    assert re.search(r'id="eligible-count">1<small>', page)
+
+
+# --- stages ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "method"),
+    [
+        ("stage-launch", "post"),
+        ("stage-hold", "post"),
+        ("stage-finish", "post"),
+        ("stage-abort", "post"),
+        ("stage-abort", "get"),
+        ("stage-recovery", "post"),
+    ],
+)
+def test_it_forbids_a_shifter_to_launch_hold_or_abort(client, shifter, stage, name, method):
+    client.force_login(shifter)
+    r = getattr(client, method)(
+        reverse(name, args=[stage.pk]), {"idempotency_key": uuid.uuid4().hex}
+    )
+    assert r.status_code == 403
+    stage.refresh_from_db()
+    assert stage.state == Stage.State.ACTIVE
+    assert BulkAction.objects.count() == 0
+
+
+def test_it_lets_a_manager_launch_and_cancel_during_the_back_out(
+    client, manager, stage, settings, fake_backend
+):
+    settings.PRODMON_LAUNCH_BACKOUT_SECONDS = 60
+    Job.objects.create(stage=stage, key="in.root")
+    client.force_login(manager)
+    page = client.get(reverse("stage-operations", args=[stage.pk])).content.decode()
+    assert "Launch 1 job" in page
+    r = client.post(
+        reverse("stage-launch", args=[stage.pk]),
+        {"idempotency_key": hidden(page, "idempotency_key")},
+    )
+    action = BulkAction.objects.get()
+    assert r["Location"] == action.get_absolute_url()
+    page = client.get(action.get_absolute_url()).content.decode()
+    assert "Are you sure?" in page
+    assert 'id="cancel-action"' in page
+
+    status = client.get(reverse("api-action-status", args=[action.pk])).json()
+    assert status["state"] == "pending"
+    assert 55 < status["seconds_left"] <= 60
+
+    r = client.post(reverse("action-cancel", args=[action.pk]))
+    assert r.status_code == 302
+    action.refresh_from_db()
+    assert action.state == "cancelled"
+    assert fake_backend.submitted == []
+
+
+def test_it_lets_a_manager_hold_release_finish_and_abort(client, manager, stage):
+    client.force_login(manager)
+    for name, state in [
+        ("stage-hold", "held"),
+        ("stage-release", "active"),
+        ("stage-finish", "completed"),
+    ]:
+        assert client.post(reverse(name, args=[stage.pk])).status_code == 302
+        stage.refresh_from_db()
+        assert stage.state == state
+    Stage.objects.filter(pk=stage.pk).update(state="active")
+    page = client.get(reverse("stage-abort", args=[stage.pk])).content.decode()
+    assert "Abort stage gen?" in page
+    assert client.post(reverse("stage-abort", args=[stage.pk])).status_code == 302
+    stage.refresh_from_db()
+    assert stage.state == "aborted"
+    assert list(
+        AuditEntry.objects.filter(target_type="stage")
+        .order_by("pk")
+        .values_list("action", flat=True)
+    ) == ["stage.hold", "stage.release", "stage.finish", "stage.abort"]
+
+
+def test_it_lets_a_viewer_see_the_stage_but_not_its_buttons(client, viewer, stage):
+    client.force_login(viewer)
+    page = client.get(reverse("stage-operations", args=[stage.pk])).content.decode()
+    assert "need the production manager role" in page
+    assert 'id="launch-stage"' not in page
+
+
+def test_it_confirms_a_recovery_with_the_exact_count(
+    client, manager, stage, fake_backend, django_capture_on_commit_callbacks
+):
+    failed_job(stage, "a.root")
+    failed_job(stage, "b.root")
+    failed_job(stage, "c.root", attempts=3)
+    client.force_login(manager)
+    url = reverse("stage-recovery", args=[stage.pk]) + "?type=failed"
+    page = client.get(url).content.decode()
+    assert re.search(r'id="eligible-count">2<small>', page)
+    assert "3 inputs without a good output" in page
+    with django_capture_on_commit_callbacks(execute=True):
+        r = client.post(
+            url,
+            {
+                "idempotency_key": hidden(page, "idempotency_key"),
+                "selection": hidden(page, "selection"),
+                "recovery_type": "failed",
+            },
+        )
+    action = BulkAction.objects.get()
+    assert r["Location"] == action.get_absolute_url()
+    assert (action.kind, action.done) == ("recovery", 2)
+
+
+# --- submissions, progress endpoint, audit ------------------------------------------------------
+
+
+def test_it_shows_a_submissions_command_and_output(client, shifter, stage):
+    job = failed_job(stage)
+    client.force_login(shifter)
+    retry_post(client, job)
+    submission = job.attempts.get(number=2).submission
+    page = client.get(submission.get_absolute_url()).content.decode()
+    assert f"fake-submit pm.mc2025a.gen.{job.key}" in page
+    assert 'id="submission-output"' in page
+
+
+def test_it_reports_progress_as_json_to_members_only(client, shifter, outsider, stage):
+    job = failed_job(stage)
+    client.force_login(shifter)
+    retry_post(client, job)
+    action = BulkAction.objects.get()
+    data = client.get(reverse("api-action-status", args=[action.pk])).json()
+    assert {k: data[k] for k in ("state", "total", "done", "failed", "skipped", "is_open")} == {
+        "state": "done",
+        "total": 1,
+        "done": 1,
+        "failed": 0,
+        "skipped": 0,
+        "is_open": False,
+    }
+    client.force_login(outsider)
+    assert client.get(reverse("api-action-status", args=[action.pk])).status_code == 404
+    assert client.get(action.get_absolute_url()).status_code == 404
+
+
+def test_it_lists_the_audit_log_filtered_and_paginated(
+    client, shifter, manager, stage, other_experiment
+):
+    from prodmon.services import audit_record
+
+    for i in range(60):
+        audit_record(
+            actor=shifter,
+            action="job.retry",
+            experiment=stage.campaign.experiment,
+            params={"n": i},
+            result="ok",
+        )
+    audit_record(actor=manager, action="stage.launch.request", experiment=stage.campaign.experiment)
+    audit_record(actor=None, action="secret.thing", experiment=other_experiment)
+    client.force_login(shifter)
+    page = client.get(reverse("audit-list")).content.decode()
+    assert "61 entries" in page
+    assert "secret.thing" not in page
+    assert "page 1 of 2" in page
+    page = client.get(reverse("audit-list") + "?action=stage.launch").content.decode()
+    assert "1 entry" in page
+    page = client.get(reverse("audit-list") + "?actor=paula").content.decode()
+    assert "1 entry" in page
+    page = client.get(reverse("audit-list") + "?actor=sam&page=2").content.decode()
+    assert "page 2 of 2" in page
+
+
+def test_it_reports_progress_to_a_read_token_of_the_same_experiment(
+    client, shifter, stage, experiment, other_experiment
+):
+    from django.test import Client
+
+    from tests.factories import make_token
+
+    job = failed_job(stage)
+    client.force_login(shifter)
+    retry_post(client, job)
+    url = reverse("api-action-status", args=[BulkAction.objects.get().pk])
+    _, raw = make_token(experiment, scopes=("read",))
+    assert Client(HTTP_AUTHORIZATION=f"Bearer {raw}").get(url).json()["done"] == 1
+    _, other = make_token(other_experiment, scopes=("read",))
+    assert Client(HTTP_AUTHORIZATION=f"Bearer {other}").get(url).status_code == 404
+    _, ingest_only = make_token(experiment, scopes=("ingest",), name="wn2")
+    assert Client(HTTP_AUTHORIZATION=f"Bearer {ingest_only}").get(url).status_code == 403
