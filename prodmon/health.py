@@ -35,11 +35,21 @@ def _check_broker() -> str:
     return "ok"
 
 
+def _check_index() -> str:
+    from logserver.index import get_log_index
+
+    return get_log_index().ping()
+
+
 @require_GET
 def readyz(request):
-    """Ready to take traffic: the database and the broker answer."""
+    """Ready to take traffic: the database, the broker and the log index answer."""
     checks, ok = {}, True
-    for name, check in (("database", _check_database), ("broker", _check_broker)):
+    for name, check in (
+        ("database", _check_database),
+        ("broker", _check_broker),
+        ("index", _check_index),
+    ):
         try:
             checks[name] = check()
         except Exception as exc:  # noqa: BLE001 - any failure means not ready; say which

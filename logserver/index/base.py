@@ -131,5 +131,9 @@ class LogIndex(abc.ABC):
     def search(self, query: SearchQuery) -> SearchPage:
         """Hits newest first, scoped to query.experiment_ids."""
 
+    @abc.abstractmethod
+    def ping(self) -> str:
+        """Raise LogIndexError when the index cannot answer; else say what answered."""
+
     def refresh(self) -> None:  # noqa: B027 - optional hook
         """Make everything written so far searchable (Elasticsearch refresh)."""

@@ -98,6 +98,12 @@ def _text_conditions(parsed: ParsedQuery) -> list[RawSQL]:
 
 
 class DatabaseLogIndex(LogIndex):
+    def ping(self) -> str:
+        from logserver.models import LogLine
+
+        LogLine.objects.only("pk").first()
+        return "ok (database)"
+
     name = "database"
 
     def index_lines(self, labels: AttemptLabels, lines: Sequence[IndexLine]) -> None:

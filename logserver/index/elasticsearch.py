@@ -286,6 +286,11 @@ class ElasticsearchLogIndex(LogIndex):
     def __init__(self, client):
         self.client = client
 
+    def ping(self) -> str:
+        if not self.client.ping():
+            raise LogIndexError("Elasticsearch did not answer a ping")
+        return "ok (elasticsearch)"
+
     @classmethod
     def from_settings(cls) -> "ElasticsearchLogIndex":
         return cls(es_client())

@@ -95,6 +95,18 @@ def test_healthz_and_readyz(client):
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"]["database"] == "ok"
+    assert ready.json()["checks"]["index"] == "ok (database)"
+
+
+@pytest.mark.django_db
+def test_readyz_fails_when_the_elasticsearch_index_does_not_answer(client, settings):
+    # The real client against a port where nothing listens.
+    settings.PRODMON_LOG_INDEX = "elasticsearch"
+    settings.ELASTICSEARCH_URL = "http://127.0.0.1:1"
+    r = client.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["checks"]["index"].startswith("error:")
+    assert r.json()["checks"]["database"] == "ok"
 
 
 @pytest.mark.django_db
