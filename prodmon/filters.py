@@ -9,6 +9,7 @@ from django import forms
 
 from prodmon import selectors
 from prodmon.models import Job
+from triage import selectors as triage_selectors
 
 
 class JobFilter(django_filters.FilterSet):
@@ -44,12 +45,19 @@ class JobFilter(django_filters.FilterSet):
         widget=forms.NumberInput(attrs={"step": 1, "placeholder": "e.g. 65"}),
     )
 
+    error_class = django_filters.NumberFilter(
+        method="filter_error_class",
+        label="Error class (latest failure)",
+        widget=forms.NumberInput(attrs={"step": 1, "placeholder": "class id"}),
+    )
+
     class Meta:
         model = Job
         fields: list[str] = []
 
     def __init__(self, data=None, queryset=None, *, experiment_ids: set[int], **kwargs):
         super().__init__(data, queryset, **kwargs)
+        self._experiment_ids = experiment_ids
         self.filters["experiment"].queryset = selectors.experiment_list_by_ids(
             experiment_ids=experiment_ids
         )
@@ -57,3 +65,8 @@ class JobFilter(django_filters.FilterSet):
             experiment_ids=experiment_ids
         ).order_by("experiment__name", "name")
         self.filters["stage"].queryset = selectors.stage_list(experiment_ids=experiment_ids)
+
+    def filter_error_class(self, queryset, name, value):
+        # The triage app knows which jobs' latest failure is in a class.
+        job_ids = triage_selectors.error_class_job_ids(str(int(value)), self._experiment_ids)
+        return queryset.filter(pk__in=job_ids)

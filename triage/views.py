@@ -67,10 +67,8 @@ def jobs_url(params: dict) -> str:
 def class_jobs_params(error_class: ErrorClass, base: dict | None = None) -> dict:
     params = dict(base or {"state": "failed"})
     params.setdefault("experiment", str(error_class.experiment_id))
-    # Only where the exit code itself made the class: a class reached through
-    # a log line ("art ... will exit with status 68") may hold other codes.
-    if error_class.source == "exit-code" and error_class.code is not None:
-        params["exit_code"] = str(error_class.code)
+    # The job table's error-class filter: jobs whose latest failure is in it.
+    params["error_class"] = str(error_class.pk)
     return params
 
 

@@ -56,3 +56,20 @@ def test_it_finds_the_jobs_whose_latest_failure_is_in_a_class(experiment, other_
     assert selectors.error_class_job_ids(klass.key, {experiment.pk}) == {a.job_id}
     assert selectors.error_class_job_ids(str(klass.pk), {other_experiment.pk}) == set()
     assert b.job_id not in selectors.error_class_job_ids(klass.key, {experiment.pk})
+
+
+def test_the_job_table_filters_by_error_class(experiment, client):
+    from prodmon.models import Role
+    from tests.factories import MembershipFactory
+
+    StageFactory(campaign=CampaignFactory(experiment=experiment, name="mc"), name="gen")
+    art = _fail(experiment, "art.root", 65)
+    _fail(experiment, "kill.root", 137)
+    klass = AttemptClassification.objects.get(attempt=art).error_class
+    client.force_login(MembershipFactory(experiment=experiment, role=Role.VIEWER).user)
+    body = client.get(f"/jobs/?error_class={klass.pk}").content.decode()
+    assert "art.root" in body
+    assert "kill.root" not in body
+    # The class page links to exactly that filter.
+    page = client.get(f"/errors/{klass.pk}/").content.decode()
+    assert f"error_class={klass.pk}" in page
