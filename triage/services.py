@@ -25,6 +25,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Max, Min, Value
 from django.db.models.functions import Coalesce, Greatest, Least
+from django.urls import reverse
 from django.utils import timezone
 
 from prodmon import services as production
@@ -157,6 +158,41 @@ def _note_slow_rules(keys: tuple[str, ...], attempt: Attempt) -> None:
     logger.warning("rules %s ran out of time on attempt %s", ", ".join(keys), attempt.uid)
 
 
+def _notify_new_class(error_class: ErrorClass) -> None:
+    """Tell the experiment's subscribers, once the class is committed."""
+    from prodmon.progress.notifications import notify
+
+    def send():
+        notify(
+            kind="new_error_class",
+            experiment=error_class.experiment_id,
+            subject=f"New error class: {error_class.title}",
+            body=error_class.explanation or error_class.key,
+            url=reverse("triage-class-detail", args=[error_class.pk]),
+            key=f"error-class:{error_class.pk}",
+        )
+
+    transaction.on_commit(send)
+
+
+def _notify_black_hole(health, *, reason: str) -> None:
+    from prodmon.progress.notifications import notify
+
+    experiment_id, node_id, hostname = health.experiment_id, health.node_id, str(health.node)
+
+    def send():
+        notify(
+            kind="black_hole",
+            experiment=experiment_id,
+            subject=f"Node {hostname} flagged as a black hole",
+            body=reason,
+            url=reverse("health-node-detail", args=[health.pk]),
+            key=f"black-hole:{experiment_id}:{node_id}:{health.since:%Y%m%d%H%M}",
+        )
+
+    transaction.on_commit(send)
+
+
 def error_class_for(*, experiment: Experiment, spec: ClassSpec) -> ErrorClass:
     """The experiment's class for a spec, created on first sight."""
     found = ErrorClass.objects.filter(experiment=experiment, key=spec.key).first()
@@ -179,6 +215,8 @@ def error_class_for(*, experiment: Experiment, spec: ClassSpec) -> ErrorClass:
                 )
         except IntegrityError:
             found = ErrorClass.objects.get(experiment=experiment, key=spec.key)
+        else:
+            _notify_new_class(found)
     elif spec.template and found.template != spec.template and found.source == Source.CLUSTER:
         # Drain generalized the template; follow it unless a shifter named the class.
         found.template = spec.template
@@ -737,6 +775,8 @@ def node_health_assess(*, experiment_id: int, node_id: int, now: dt.datetime | N
             health.state = result.state
             health.since = now
             logger.info("node %s: %s -> %s", health.node, previous, result.state)
+            if result.state == NodeHealth.State.BLACK_HOLE:
+                _notify_black_hole(health, reason=result.evidence.reason)
         health.save()
         return health
 
