@@ -284,6 +284,7 @@ class LogSearchApi(APIView):
         site = serializers.CharField(required=False, allow_blank=True, max_length=128)
         node = serializers.CharField(required=False, allow_blank=True, max_length=255)
         exit_code = serializers.IntegerField(required=False, min_value=-(2**31), max_value=2**31)
+        error_class = serializers.CharField(required=False, allow_blank=True, max_length=200)
         since = serializers.DateTimeField(required=False)
         until = serializers.DateTimeField(required=False)
         limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=50)

@@ -435,6 +435,7 @@ def log_search(
     since: dt.datetime | None = None,
     until: dt.datetime | None = None,
     attempt_ids: Collection[int] | None = None,
+    error_class: str = "",
     limit: int = 50,
     offset: int = 0,
 ) -> LogSearchResult:
@@ -449,8 +450,14 @@ def log_search(
             .filter(name=experiment)
             .values_list("pk", flat=True)
         )
+    if error_class:
+        # The triage app knows which attempts are in a class.
+        from triage.selectors import error_class_attempt_ids
+
+        in_class = error_class_attempt_ids(error_class, scope)
+        attempt_ids = in_class if attempt_ids is None else in_class & set(attempt_ids)
     parsed = ParsedQuery.parse(text)
-    if not scope or parsed.is_empty:
+    if not scope or parsed.is_empty or (attempt_ids is not None and not attempt_ids):
         return LogSearchResult(hits=[], has_more=False, query=parsed, offset=offset, limit=limit)
     page = get_log_index().search(
         SearchQuery(

@@ -160,6 +160,7 @@ class LogSearchForm(forms.Form):
     site = forms.CharField(required=False, max_length=128)
     node = forms.CharField(required=False, max_length=255)
     exit_code = forms.IntegerField(required=False, min_value=-(2**31), max_value=2**31)
+    error_class = forms.CharField(required=False, max_length=200, label="Error class (id or key)")
     since = forms.DateTimeField(
         required=False, widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
     )
@@ -193,6 +194,7 @@ def log_search_page(request):
             site=data["site"],
             node=data["node"],
             exit_code=data["exit_code"],
+            error_class=data["error_class"],
             since=data["since"],
             until=data["until"],
             limit=SEARCH_PAGE,

@@ -911,3 +911,13 @@ def error_class_job_ids(error_class: str, experiment_ids: set[int]) -> set[int]:
         latest.setdefault(job_id, class_id)
     wanted = set(classes.values_list("pk", flat=True))
     return {job_id for job_id, class_id in latest.items() if class_id in wanted}
+
+
+def error_class_attempt_ids(error_class: str, experiment_ids: set[int]) -> set[int]:
+    """Attempts classified in the class given by id or key (log search's filter)."""
+    rows = AttemptClassification.objects.filter(experiment_id__in=experiment_ids)
+    if str(error_class).isdigit():
+        rows = rows.filter(error_class_id=int(error_class))
+    else:
+        rows = rows.filter(error_class__key=error_class)
+    return set(rows.values_list("attempt_id", flat=True))

@@ -6,86 +6,174 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('logserver', '0001_tokens_events_log_chunks'),
-        ('prodmon', '0001_production_model'),
+        ("logserver", "0001_tokens_events_log_chunks"),
+        ("prodmon", "0001_production_model"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='logchunk',
-            name='logged_at',
+            model_name="logchunk",
+            name="logged_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.CreateModel(
-            name='FullLog',
+            name="FullLog",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('backend', models.CharField(max_length=16)),
-                ('storage_key', models.CharField(max_length=512)),
-                ('size', models.BigIntegerField()),
-                ('stored_size', models.BigIntegerField()),
-                ('sha256', models.CharField(max_length=64)),
-                ('uploaded_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('attempt', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='full_log', to='prodmon.attempt')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("backend", models.CharField(max_length=16)),
+                ("storage_key", models.CharField(max_length=512)),
+                ("size", models.BigIntegerField()),
+                ("stored_size", models.BigIntegerField()),
+                ("sha256", models.CharField(max_length=64)),
+                ("uploaded_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "attempt",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="full_log",
+                        to="prodmon.attempt",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='LogIndexCursor',
+            name="LogIndexCursor",
             fields=[
-                ('attempt', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='log_index_cursor', serialize=False, to='prodmon.attempt')),
-                ('indexed_upto', models.BigIntegerField(default=0)),
-                ('next_line', models.BigIntegerField(default=1)),
-                ('seen_upto', models.BigIntegerField(default=0)),
-                ('finished', models.BooleanField(default=False)),
-                ('rewind_points', models.JSONField(blank=True, default=list)),
-                ('first_error_line', models.BigIntegerField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('purged_at', models.DateTimeField(blank=True, null=True)),
-                ('experiment', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='prodmon.experiment')),
+                (
+                    "attempt",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="log_index_cursor",
+                        serialize=False,
+                        to="prodmon.attempt",
+                    ),
+                ),
+                ("indexed_upto", models.BigIntegerField(default=0)),
+                ("next_line", models.BigIntegerField(default=1)),
+                ("seen_upto", models.BigIntegerField(default=0)),
+                ("finished", models.BooleanField(default=False)),
+                ("rewind_points", models.JSONField(blank=True, default=list)),
+                ("first_error_line", models.BigIntegerField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("purged_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "experiment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="prodmon.experiment",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='LogRetentionPolicy',
+            name="LogRetentionPolicy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('tail_days', models.PositiveIntegerField(blank=True, null=True)),
-                ('full_log_days', models.PositiveIntegerField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('experiment', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='log_retention', to='prodmon.experiment')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("tail_days", models.PositiveIntegerField(blank=True, null=True)),
+                ("full_log_days", models.PositiveIntegerField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "experiment",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="log_retention",
+                        to="prodmon.experiment",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'log retention policies',
+                "verbose_name_plural": "log retention policies",
             },
         ),
         migrations.CreateModel(
-            name='LogLine',
+            name="LogLine",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('line_no', models.BigIntegerField()),
-                ('offset', models.BigIntegerField()),
-                ('text', models.TextField()),
-                ('timestamp', models.DateTimeField()),
-                ('level', models.PositiveSmallIntegerField(choices=[(0, 'info'), (1, 'warning'), (2, 'error')], default=0)),
-                ('attempt', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='prodmon.attempt')),
-                ('experiment', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='prodmon.experiment')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("line_no", models.BigIntegerField()),
+                ("offset", models.BigIntegerField()),
+                ("text", models.TextField()),
+                ("timestamp", models.DateTimeField()),
+                (
+                    "level",
+                    models.PositiveSmallIntegerField(
+                        choices=[(0, "info"), (1, "warning"), (2, "error")], default=0
+                    ),
+                ),
+                (
+                    "attempt",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="prodmon.attempt",
+                    ),
+                ),
+                (
+                    "experiment",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="prodmon.experiment",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['experiment', 'timestamp'], name='logline_exp_time')],
-                'constraints': [models.UniqueConstraint(fields=('attempt', 'line_no'), name='logline_unique_line')],
+                "indexes": [
+                    models.Index(fields=["experiment", "timestamp"], name="logline_exp_time")
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("attempt", "line_no"), name="logline_unique_line"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='LogLineMark',
+            name="LogLineMark",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('line_no', models.BigIntegerField()),
-                ('offset', models.BigIntegerField()),
-                ('attempt', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='prodmon.attempt')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("line_no", models.BigIntegerField()),
+                ("offset", models.BigIntegerField()),
+                (
+                    "attempt",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="prodmon.attempt",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('attempt', 'line_no'), name='loglinemark_unique')],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("attempt", "line_no"), name="loglinemark_unique"
+                    )
+                ],
             },
         ),
     ]

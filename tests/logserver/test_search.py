@@ -133,3 +133,25 @@ def test_the_page_offers_only_the_user_s_experiments(experiment, other_experimen
     html = _login(experiment).get("/logs/search").content.decode()
     assert '<option value="dune">' in html
     assert "mu2e" not in html
+
+
+def test_it_filters_hits_by_error_class(experiment):
+    from triage import services as triage_services
+    from triage.models import AttemptClassification
+
+    art = _attempt_with_log(experiment, "marker: Fatal Root Error\n", campaign="c1", exit_code=65)
+    killed = _attempt_with_log(experiment, "marker: std::bad_alloc\n", campaign="c2", exit_code=134)
+    for attempt in (art, killed):
+        Attempt.objects.filter(pk=attempt.pk).update(ended_at=attempt.started_at)
+        triage_services.attempt_classify(attempt_id=attempt.pk)
+    klass = AttemptClassification.objects.get(attempt=art).error_class
+    assert AttemptClassification.objects.get(attempt=killed).error_class != klass
+    client = _login(experiment)
+    r = client.get("/api/v1/logs/search", {"q": "marker", "error_class": str(klass.pk)})
+    assert [h["attempt"] for h in r.json()["results"]] == [str(art.uid)]
+    r = client.get("/api/v1/logs/search", {"q": "marker", "error_class": klass.key})
+    assert [h["attempt"] for h in r.json()["results"]] == [str(art.uid)]
+    assert len(client.get("/api/v1/logs/search", {"q": "marker"}).json()["results"]) == 2
+    page = client.get("/logs/search", {"q": "marker", "error_class": str(klass.pk)})
+    assert str(art.uid) in page.content.decode()
+    assert str(killed.uid) not in page.content.decode()
