@@ -196,23 +196,28 @@ def test_it_forbids_a_viewer_to_bulk_retry(client, viewer, stage):
     assert r.status_code == 403
 
 
-def test_it_says_when_error_classes_are_not_available_yet(client, shifter, stage):
-    client.force_login(shifter)
-    page = client.get(reverse("bulk-retry") + "?error_class=xrootd-timeout").content.decode()
-    assert "error classes are not available yet" in page
+def test_it_filters_a_bulk_retry_by_a_real_error_class(client, shifter, stage):
+    from triage import services as triage_services
+    from triage.models import AttemptClassification
 
-
-def test_it_filters_a_bulk_retry_by_error_class_from_triage(client, shifter, stage, hooks):
-    jobs = _failed_on(stage, NodeFactory(hostname="wn1"), 3)
-    hooks(
-        "triage.selectors",
-        error_class_job_ids=lambda error_class, experiment_ids: (
-            [jobs[0].pk] if error_class == "xrootd-timeout" else []
-        ),
-    )
+    killed = _failed_on(stage, NodeFactory(hostname="wn1"), 3)
+    segv = _failed_on(stage, NodeFactory(hostname="wn2"), 2)
+    Attempt.objects.filter(job__in=segv).update(exit_code=139)
+    for job in killed + segv:
+        attempt = job.attempts.get()
+        Attempt.objects.filter(pk=attempt.pk).update(ended_at=attempt.started_at)
+        triage_services.attempt_classify(attempt_id=attempt.pk)
+    klass = AttemptClassification.objects.get(attempt__job=killed[0]).error_class
+    assert AttemptClassification.objects.get(attempt__job=segv[0]).error_class != klass
     client.force_login(shifter)
-    page = client.get(reverse("bulk-retry") + "?error_class=xrootd-timeout").content.decode()
-    assert re.search(r'id="eligible-count">1<small>', page)
+    page = client.get(reverse("bulk-retry") + f"?error_class={klass.pk}").content.decode()
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", page))
+    assert "3 jobs match the filter" in text
+    # The real class decides: permanent ones are held back unless forced.
+    if klass.transient:
+        assert re.search(r'id="eligible-count">3<small>', page)
+    else:
+        assert "Not retried: 3 — permanent failure class" in text
 
 
 # --- stages ------------------------------------------------------------------------------------
