@@ -3,6 +3,7 @@
 import uuid
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from prodmon import services
@@ -24,14 +25,16 @@ def _subscribe(experiment, kinds):
 
 def _fail(experiment, job, exit_code):
     identity = services.AttemptIdentity(campaign="mc", stage="gen", job=job, attempt=uuid.uuid4())
-    attempt, _ = services.attempt_record_end(
-        experiment=experiment,
-        identity=identity,
-        at=timezone.now(),
-        exit_code=exit_code,
-        signal=None,
-        metrics=services.Metrics(),
-    )
+    # The ingest path always runs this in a transaction (row locks).
+    with transaction.atomic():
+        attempt, _ = services.attempt_record_end(
+            experiment=experiment,
+            identity=identity,
+            at=timezone.now(),
+            exit_code=exit_code,
+            signal=None,
+            metrics=services.Metrics(),
+        )
     triage_services.attempt_classify(attempt_id=attempt.pk)
     return attempt
 
