@@ -276,9 +276,9 @@ def _attempt_locked_with_job(
     if attempt is not None:
         _check_identity(attempt, experiment=experiment, identity=identity)
         return job, attempt
-    job.attempt_count = F("attempt_count") + 1
+    # The job row is locked, so its count is current: no re-read needed.
+    job.attempt_count += 1
     job.save(update_fields=["attempt_count", "updated_at"])
-    job.refresh_from_db(fields=["attempt_count"])
     attempt = Attempt.objects.create(uid=identity.attempt, job=job, number=job.attempt_count)
     attempt.job = job
     return job, attempt
@@ -371,6 +371,14 @@ def attempt_record_heartbeat(
     return attempt
 
 
+def _state_without_success(job: Job, *, excluding: Attempt) -> str:
+    """A job with no good attempt runs while another attempt is open, else it failed."""
+    still_open = (
+        Attempt.objects.filter(job=job, status__in=OPEN_STATUSES).exclude(pk=excluding.pk).exists()
+    )
+    return Job.State.RUNNING if still_open else Job.State.FAILED
+
+
 def attempt_record_end(
     *,
     experiment: Experiment,
@@ -439,12 +447,7 @@ def attempt_record_end(
             attempt.is_duplicate_completion = True
             job.duplicate_completions = F("duplicate_completions") + 1
     elif job.good_attempt_id is None:
-        still_open = (
-            Attempt.objects.filter(job=job, status__in=OPEN_STATUSES)
-            .exclude(pk=attempt.pk)
-            .exists()
-        )
-        job.state = Job.State.RUNNING if still_open else Job.State.FAILED
+        job.state = _state_without_success(job, excluding=attempt)
     attempt.save()
     job.save(update_fields=["good_attempt", "state", "duplicate_completions", "updated_at"])
     return attempt, True
@@ -455,11 +458,10 @@ def attempt_queue(*, job: Job, submission=None) -> Attempt:
     handing it to a batch system. The uid is passed to the reporter."""
     with transaction.atomic():
         locked = Job.objects.select_for_update().get(pk=job.pk)
-        locked.attempt_count = F("attempt_count") + 1
+        locked.attempt_count += 1
         if locked.good_attempt_id is None:
             locked.state = Job.State.QUEUED
         locked.save(update_fields=["attempt_count", "state", "updated_at"])
-        locked.refresh_from_db(fields=["attempt_count"])
         return Attempt.objects.create(
             job=locked,
             number=locked.attempt_count,
@@ -579,8 +581,7 @@ def attempt_fail_post_check(*, attempt_id: int, reason: str) -> Attempt:
                 job.good_attempt = successor
             else:
                 job.good_attempt = None
-                still_open = Attempt.objects.filter(job=job, status__in=OPEN_STATUSES).exists()
-                job.state = Job.State.RUNNING if still_open else Job.State.FAILED
+                job.state = _state_without_success(job, excluding=attempt)
         job.save(update_fields=["good_attempt", "state", "duplicate_completions", "updated_at"])
         audit_record(
             actor=None,
