@@ -3,6 +3,7 @@ log search, and the Loki push endpoint. Thin: validate, call one service or
 selector, answer."""
 
 from django.conf import settings
+from django.db import transaction
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound
@@ -104,8 +105,11 @@ class EndApi(_IngestView):
 class BulkApi(APIView):
     """Many events in one request, answered per event and in order.
 
-    Each event is applied in its own transaction: one bad event is rejected
-    without affecting the others."""
+    Each event is applied in its own savepoint, so one bad event is rejected
+    without affecting the others, and the request commits once: one WAL flush
+    per request, not per event. If that commit fails, the request fails as a
+    whole (503) and nothing of it was stored, so the client's re-send loses
+    nothing and duplicates nothing."""
 
     permission_classes = [HasIngestScope]
     throttle_classes = [IngestRateThrottle]
@@ -136,7 +140,8 @@ class BulkApi(APIView):
             )
         envelope = BulkSerializer(data=request.data)
         envelope.is_valid(raise_exception=True)
-        results = [self._one(request.auth, event) for event in envelope.validated_data["events"]]
+        with transaction.atomic():
+            results = [self._one(request.auth, e) for e in envelope.validated_data["events"]]
         totals = {
             k: sum(r["status"] == k for r in results) for k in ("accepted", "duplicate", "rejected")
         }
