@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import transaction
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -21,7 +21,7 @@ from logserver.auth import (
 from logserver.errors import PayloadTooLarge, error_response, validation_payload
 from logserver.models import LogLevel
 from logserver.parsers import decode_body, parse_json_bytes
-from logserver.serializers import SERIALIZERS, BulkSerializer
+from logserver.serializers import SERIALIZERS, BulkSerializer, event_validate
 from logserver.throttles import IngestRateThrottle
 from logserver.views import log_download_response
 from prodmon import selectors as production_selectors
@@ -65,8 +65,9 @@ class _IngestView(APIView):
     kind = ""
 
     def post(self, request):
-        serializer = SERIALIZERS[self.kind](data=request.data)
-        serializer.is_valid(raise_exception=True)
+        serializer = event_validate(self.kind, request.data)
+        if serializer.errors:
+            raise ValidationError(serializer.errors)
         try:
             outcome = services.event_ingest(
                 token=request.auth, kind=self.kind, data=serializer.validated_data
@@ -159,8 +160,8 @@ class BulkApi(APIView):
                 "message": "type: must be one of start, heartbeat, end",
                 "fields": {"type": ["must be one of start, heartbeat, end"]},
             }
-        serializer = SERIALIZERS[kind](data=event)
-        if not serializer.is_valid():
+        serializer = event_validate(kind, event)
+        if serializer.errors:
             return {
                 "event_id": event_id,
                 "status": "rejected",

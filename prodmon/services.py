@@ -286,21 +286,38 @@ def _job_by(where: str, params) -> Job | None:
     return None if found is None else found[0]
 
 
-def _job_lock(*, stage: Stage, key: str, create: bool) -> Job:
-    job = _job_by("j.stage_id = %s AND j.key = %s", [stage.pk, key])
-    if job is not None:
-        return job
-    if not create:
+def _job_lock(
+    *, stage: Stage, key: str, create: bool, state: str = Job.State.PENDING
+) -> tuple[Job, bool]:
+    """Lock the stage's job `key`; with `create`, insert it when new (with its
+    first attempt counted: the caller creates that attempt). Returns (job, created)."""
+    where = "j.stage_id = %s AND j.key = %s"
+    if create:
+        # Most events name a job's first attempt: try the insert first. A
+        # concurrent creator makes it wait, then a no-op; lock the row below.
+        job = rows.insert(
+            Job, conflict=("stage", "key"), stage_id=stage.pk, key=key, attempt_count=1, state=state
+        )
+        if job is not None:
+            return job, True
+    job = _job_by(where, [stage.pk, key])
+    if job is None:
         raise IdentityError("job", f"stage {stage} has no job {key!r}")
-    # A concurrent creator makes this a no-op; lock the winner's row below.
-    rows.insert(Job, conflict=("stage", "key"), stage_id=stage.pk, key=key)
-    return _job_by("j.stage_id = %s AND j.key = %s", [stage.pk, key])
+    return job, False
 
 
 def _attempt_locked_with_job(
-    *, experiment: Experiment, identity: AttemptIdentity, create_job: bool = True
+    *,
+    experiment: Experiment,
+    identity: AttemptIdentity,
+    create_job: bool = True,
+    initial: dict | None = None,
+    job_state: str = Job.State.PENDING,
 ) -> tuple[Job, Attempt]:
-    """Lock the job, then the attempt (creating either when new). Job first, always."""
+    """Lock the job, then the attempt (creating either when new). Job first, always.
+
+    A new attempt is inserted with the `initial` field values; it is marked
+    `attempt.created` so the caller need not write them again."""
     existing = _attempt_find(identity=identity, lock=False)
     if existing is not None:
         _check_identity(existing, experiment=experiment, identity=identity)
@@ -309,19 +326,24 @@ def _attempt_locked_with_job(
         attempt.job = job
         return job, attempt
     stage = _stage_resolve(experiment=experiment, identity=identity)
-    job = _job_lock(stage=stage, key=identity.job, create=create_job)
+    job, created = _job_lock(stage=stage, key=identity.job, create=create_job, state=job_state)
     job.stage = stage
-    # Another event for this attempt may have created it while we waited.
-    attempt = _attempt_find(identity=identity, lock=True)
-    if attempt is not None:
-        _check_identity(attempt, experiment=experiment, identity=identity)
-        attempt.job = job
-        return job, attempt
-    # The job row is locked, so its count is current: no re-read needed.
-    job.attempt_count += 1
-    rows.update(job, ["attempt_count", "updated_at"])
-    attempt = rows.insert(Attempt, uid=identity.attempt, job=job, number=job.attempt_count)
+    if not created:
+        # Another event for this attempt may have created it while we waited.
+        # (A job we just created has no attempts: any other creator waits on it.)
+        attempt = _attempt_find(identity=identity, lock=True)
+        if attempt is not None:
+            _check_identity(attempt, experiment=experiment, identity=identity)
+            attempt.job = job
+            return job, attempt
+        # The job row is locked, so its count is current: no re-read needed.
+        job.attempt_count += 1
+        rows.update(job, ["attempt_count", "updated_at"])
+    attempt = rows.insert(
+        Attempt, uid=identity.attempt, job=job, number=job.attempt_count, **(initial or {})
+    )
     attempt.job = job
+    attempt.created = True
     return job, attempt
 
 
@@ -368,17 +390,32 @@ def attempt_record_start(
     batch_id: str = "",
 ) -> Attempt:
     node = node_upsert(hostname=hostname, site=site, properties=node_properties or {}, at=at)
-    job, attempt = _attempt_locked_with_job(experiment=experiment, identity=identity)
-    attempt.node = node
-    attempt.started_at = at if attempt.started_at is None else min(attempt.started_at, at)
-    attempt.last_heartbeat_at = _later(attempt.last_heartbeat_at, at)
-    if cores:
-        attempt.cores = cores
-    if batch_id:
-        attempt.batch_id = batch_id
-    if attempt.status == Attempt.Status.QUEUED:
-        attempt.status = Attempt.Status.RUNNING
-    rows.update(attempt, ["node", "started_at", "last_heartbeat_at", "cores", "batch_id", "status"])
+    job, attempt = _attempt_locked_with_job(
+        experiment=experiment,
+        identity=identity,
+        initial={
+            "node": node,
+            "started_at": at,
+            "last_heartbeat_at": at,
+            "cores": cores or 1,
+            "batch_id": batch_id,
+            "status": Attempt.Status.RUNNING,
+        },
+        job_state=Job.State.RUNNING,
+    )
+    if not getattr(attempt, "created", False):
+        attempt.node = node
+        attempt.started_at = at if attempt.started_at is None else min(attempt.started_at, at)
+        attempt.last_heartbeat_at = _later(attempt.last_heartbeat_at, at)
+        if cores:
+            attempt.cores = cores
+        if batch_id:
+            attempt.batch_id = batch_id
+        if attempt.status == Attempt.Status.QUEUED:
+            attempt.status = Attempt.Status.RUNNING
+        rows.update(
+            attempt, ["node", "started_at", "last_heartbeat_at", "cores", "batch_id", "status"]
+        )
     if (
         attempt.status == Attempt.Status.RUNNING
         and job.good_attempt_id is None
