@@ -18,9 +18,11 @@ Limits, as a batch system would enforce them:
   payload's processes (its session, less the runner and the reporter); over
   --memory-mb it kills them with SIGKILL. The reporter sees its payload killed
   by signal 9 and reports it; exit.json says "limit": "memory".
-- wall time: after --walltime-s it sends SIGTERM to the reporter (which
-  forwards it to the payload and reports signal 15), then SIGKILL to the whole
-  group KILL_GRACE_S later; exit.json says "limit": "walltime".
+- wall time: after --walltime-s it sends SIGTERM to every process of the job
+  (the reporter reports the payload's signal 15), then SIGKILL KILL_GRACE_S
+  later; exit.json says "limit": "walltime".
+When the reporter has exited, processes the payload left in the background
+are killed, as a batch system ends a job's whole process tree.
 """
 
 # ruff: noqa: E402 - sys.path is repaired before the other imports.
@@ -148,10 +150,14 @@ def _supervise(proc, *, memory_mb: int, walltime_s: float) -> dict:
                 }
                 print(f"local-runner: {enforced['reason']}", flush=True)
             term_at = time.monotonic()
-            proc.send_signal(signal.SIGTERM)  # the reporter forwards it and reports
+            # As a batch system does: every process of the job. The reporter
+            # reports how its payload ended.
+            _kill(_payload_pids(-1), signal.SIGTERM)
         if term_at is not None and time.monotonic() - term_at > KILL_GRACE_S:
             _kill(_payload_pids(-1), signal.SIGKILL)  # everything but this runner
             term_at = float("inf")
+    # Whatever the payload left running in the background ends with the job.
+    _kill(_payload_pids(-1), signal.SIGKILL)
     if enforced:
         enforced["peak_rss_mb"] = peak_kb // 1024
     return enforced
