@@ -114,6 +114,17 @@ class LocalBackend:
             )
         return SubmitResult(batch_id=batch_id, command=command, output=output)
 
+    def batch_id_in(self, workdir: Path) -> str:
+        """The batch id of the runner started for this attempt directory, or ""
+        when none was: the runner writes it before it answers, so a caller that
+        died mid-submit learns whether the job was started (and must not be
+        started again) or not (and can be submitted now)."""
+        try:
+            batch_id = (workdir / "batch_id").read_text().strip()
+        except OSError:
+            return ""
+        return batch_id if _parse(batch_id) else ""
+
     def _signal(self, ref: BatchRef, signum: int) -> str:
         parsed = _parse(ref.batch_id)
         if parsed is None or parsed[0] != self.host:

@@ -242,9 +242,16 @@ def main(argv=None) -> int:
     code = 1
     try:
         os.setsid()
+        batch_id = f"local:{host}:{os.getpid()}"
+        # Written before the caller hears the id: a caller that dies before it
+        # records the id finds it here (LocalBackend.batch_id_in).
+        tmp = os.path.join(args.workdir, "batch_id.tmp")
+        with open(tmp, "w") as fh:
+            fh.write(batch_id + "\n")
+        os.replace(tmp, os.path.join(args.workdir, "batch_id"))
         os.write(write_end, b"1")
         os.close(write_end)
-        code = _child(args, f"local:{host}:{os.getpid()}")
+        code = _child(args, batch_id)
     except BaseException:  # noqa: BLE001 - say why in job.log, then leave the fork
         traceback.print_exc()
     finally:

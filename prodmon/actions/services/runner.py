@@ -60,6 +60,8 @@ def bulk_action_schedule(action: BulkAction, *, resume: bool = False) -> None:
     runner = setting("PRODMON_ACTIONS_RUNNER")
 
     def go():
+        if runner == "none":
+            return  # left to the due sweep (bulk_action_run_due)
         if runner == "thread":
             timer = threading.Timer(delay, _thread_run, args=[action_id])
             timer.daemon = True
@@ -281,16 +283,12 @@ class _ActionRun:
         return False
 
     def _interrupted_attempt(self, job_id: int) -> Attempt | None:
-        """A queued attempt this action made for the job before its process died,
-        never handed to a batch system (no batch id)."""
+        """The attempt this action made for the job before its process died
+        (queued, maybe handed over, but not yet counted and audited)."""
         return (
-            Attempt.objects.filter(
-                job_id=job_id,
-                submission__action=self.action,
-                status=Attempt.Status.QUEUED,
-                batch_id="",
-            )
+            Attempt.objects.filter(job_id=job_id, submission__action=self.action)
             .select_related("job__stage__campaign__experiment", "submission")
+            .order_by("-number")
             .first()
         )
 
@@ -309,26 +307,62 @@ class _ActionRun:
             backend = self._backend(submission.backend)
             self._runnable(stage)
             if interrupted is not None:
-                attempt, resources = self._resume_attempt(interrupted)
+                attempt, resources = self._resume_attempt(interrupted, backend)
             else:
                 attempt, resources = self._queue(job_id, submission)
         except ActionRefused as exc:
-            self._count("skipped", f"job {job_id}: {exc.message}")
-            self._audit_job(verb, job_id, f"refused: {exc.message}")
+            self._count(
+                "skipped",
+                f"job {job_id}: {exc.message}",
+                audit=dict(verb=verb, job_id=job_id, result=f"refused: {exc.message}"),
+            )
             return
         except Job.DoesNotExist:
             self._count("skipped", f"job {job_id}: no longer exists")
             return
         except SubmissionError as exc:
-            self._count("failed", f"job {job_id}: {exc.message}")
-            self._audit_job(verb, job_id, f"not submitted: {exc.message}")
+            self._count(
+                "failed",
+                f"job {job_id}: {exc.message}",
+                audit=dict(verb=verb, job_id=job_id, result=f"not submitted: {exc.message}"),
+            )
+            return
+        if attempt.batch_id:  # handed over before the process died: count it, never again
+            if attempt.batch_id not in submission.output:
+                submission.output += (
+                    f"[{attempt.job.key} #{attempt.number}] {attempt.batch_id}"
+                    " (found after the submitting process stopped)\n"
+                )
+                self.dirty.add(submission.stage_id)
+            self._count(
+                "done",
+                audit=_audit_args(
+                    verb,
+                    job_id,
+                    f"queued attempt #{attempt.number} as {attempt.batch_id}",
+                    attempt=attempt,
+                    extra={
+                        "memory_mb": resources.memory_mb,
+                        "walltime_s": resources.walltime_s,
+                        "resources": resources.basis,
+                    },
+                ),
+            )
             return
         try:
             result = backend.submit(job_spec_build(attempt=attempt))
         except SubmissionError as exc:
             self._submit_failed(attempt, submission, exc)
-            self._count("failed", f"{attempt.job.key}: {exc.message}")
-            self._audit_job(verb, job_id, f"submit failed: {exc.message}", attempt=attempt)
+            self._count(
+                "failed",
+                f"{attempt.job.key}: {exc.message}",
+                audit=dict(
+                    verb=verb,
+                    job_id=job_id,
+                    result=f"submit failed: {exc.message}",
+                    attempt=attempt,
+                ),
+            )
             return
         Attempt.objects.filter(pk=attempt.pk, batch_id="").update(batch_id=result.batch_id)
         submission.command += result.command + "\n"
@@ -336,24 +370,50 @@ class _ActionRun:
         if not submission.external_id:
             submission.external_id = result.batch_id
         self.dirty.add(submission.stage_id)
-        self._count("done")
-        self._audit_job(
-            verb,
-            job_id,
-            f"queued attempt #{attempt.number} as {result.batch_id}",
-            attempt=attempt,
-            extra={
-                "memory_mb": resources.memory_mb,
-                "walltime_s": resources.walltime_s,
-                "resources": resources.basis,
-            },
+        self._count(
+            "done",
+            audit=_audit_args(
+                verb,
+                job_id,
+                f"queued attempt #{attempt.number} as {result.batch_id}",
+                attempt=attempt,
+                extra={
+                    "memory_mb": resources.memory_mb,
+                    "walltime_s": resources.walltime_s,
+                    "resources": resources.basis,
+                },
+            ),
         )
 
-    def _resume_attempt(self, attempt: Attempt) -> tuple[Attempt, rules.Resources]:
-        """Hand over an attempt the dead run queued but never submitted. When its
-        working directory exists, the backend may have started it before the
-        process died: it is ended as failed rather than risk running twice."""
-        if attempt_workdir(attempt.uid).exists():
+    def _resume_attempt(self, attempt: Attempt, backend) -> tuple[Attempt, rules.Resources]:
+        """Carry on with the attempt the dead run made for this job.
+
+        - Handed over (it has a batch id): counted as done, never submitted again.
+        - Not handed over, and the backend can tell (the local backend's
+          batch_id file): adopted when its runner had started, else submitted now.
+        - Not handed over, and the backend cannot tell but the attempt's
+          directory exists: the submit may have reached the batch system, so it
+          is ended as failed rather than risk running twice.
+        - Otherwise: submitted now.
+        """
+        resources = rules.Resources(
+            memory_mb=attempt.request_memory_mb,
+            walltime_s=attempt.request_walltime_s,
+            basis="as queued before the interruption",
+        )
+        if attempt.batch_id or attempt.status != Attempt.Status.QUEUED:
+            if not attempt.batch_id:
+                raise ActionRefused(f"attempt #{attempt.number} already ended", code="ended")
+            return attempt, resources
+        workdir = attempt_workdir(attempt.uid)
+        recover = getattr(backend, "batch_id_in", None)
+        if recover is not None:
+            batch_id = recover(workdir)
+            if batch_id:
+                Attempt.objects.filter(pk=attempt.pk, batch_id="").update(batch_id=batch_id)
+                attempt.batch_id = batch_id
+            return attempt, resources
+        if workdir.exists():
             attempt_end_from_batch(
                 attempt=attempt,
                 status=BatchStatus(
@@ -370,11 +430,7 @@ class _ActionRun:
                 " retry it",
                 code="submit_interrupted",
             )
-        return attempt, rules.Resources(
-            memory_mb=attempt.request_memory_mb,
-            walltime_s=attempt.request_walltime_s,
-            basis="as queued before the interruption",
-        )
+        return attempt, resources
 
     # -- one job, under its lock
 
@@ -494,13 +550,18 @@ class _ActionRun:
 
     # -- bookkeeping
 
-    def _count(self, what: str, message: str = "") -> None:
+    def _count(self, what: str, message: str = "", audit: dict | None = None) -> None:
+        """Count one job's outcome and write its audit entry in one transaction:
+        a resumed run finds a job either counted and audited, or neither."""
         setattr(self.counts, what, getattr(self.counts, what) + 1)
-        fields = {what: F(what) + 1}
-        BulkAction.objects.filter(pk=self.action.pk).update(**fields)
-        if message:
-            self.action.messages = (self.action.messages + [message])[-MESSAGES_MAX:]
-            BulkAction.objects.filter(pk=self.action.pk).update(messages=self.action.messages)
+        with transaction.atomic():
+            fields = {what: F(what) + 1}
+            if message:
+                self.action.messages = (self.action.messages + [message])[-MESSAGES_MAX:]
+                fields["messages"] = self.action.messages
+            BulkAction.objects.filter(pk=self.action.pk).update(**fields)
+            if audit is not None:
+                self._audit_job(**audit)
 
     def _audit_job(self, verb, job_id, result, attempt=None, extra=None):
         production.audit_record(
@@ -556,6 +617,10 @@ class _ActionRun:
                 params={"action": self.action.pk, "total": total},
                 result=result,
             )
+
+
+def _audit_args(verb, job_id, result, attempt=None, extra=None) -> dict:
+    return {"verb": verb, "job_id": job_id, "result": result, "attempt": attempt, "extra": extra}
 
 
 def _missing_outputs(job: Job) -> set[str]:
