@@ -635,17 +635,18 @@ def _missing_outputs(job: Job) -> set[str]:
 
 def parent_outputs_not_inputs(stage: Stage) -> list[str]:
     """Good outputs of the stage's parents that are not yet one of its jobs
-    (a dependent stage's job key is its input's name)."""
-    parents = list(stage.depends_on.all())
+    (a dependent stage's job key is its input's name). One anti-join query: it
+    runs after every parent attempt end of an autolaunch stage."""
+    parents = list(stage.depends_on.values_list("pk", flat=True))
     if not parents:
         return []
-    names = set(
-        OutputFile.objects.filter(stage__in=parents, attempt_id=F("job__good_attempt_id"))
+    return list(
+        OutputFile.objects.filter(stage_id__in=parents, attempt_id=F("job__good_attempt_id"))
+        .exclude(name__in=Job.objects.filter(stage=stage).values("key"))
+        .order_by("name")
         .values_list("name", flat=True)
         .distinct()
     )
-    have = set(Job.objects.filter(stage=stage).values_list("key", flat=True))
-    return sorted(n for n in names if n[:512] not in have)
 
 
 def _launch_prepare(stage: Stage) -> list[int]:
