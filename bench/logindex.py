@@ -3,7 +3,8 @@
     DATABASE_URL=postgres://root@127.0.0.1:5432/anything python -m bench.logindex [--quick]
 
 DATABASE_URL names the PostgreSQL server; the benchmark creates (and drops
-first) its own database, prodmon_bench_logindex, on it, and migrates it.
+first) its own database, prodmon_bench_logindex (--db names another), on it,
+and migrates it.
 
 1. Indexing throughput: attempts' logs are stored as 64 KiB chunks, then
    logserver.indexing cuts them into lines and writes LogLine rows with the
@@ -24,8 +25,8 @@ the lines (to re-time searches after a change without reloading 10 M lines).
 Each query is timed cold and warm. Cold: its first run, on a new connection
 (new backend: empty catalog, plan and relation caches). PostgreSQL's shared
 buffers and the OS page cache are shared with everything else on the server
-and are not flushed, so "cold" is an upper bound of a first search, not a
-disk-cold read. Warm: the following --repeats runs, p50 and p95.
+and are not flushed, so "cold" is a first search on a new connection, not a
+read from disk (a disk-cold search is slower). Warm: the following --repeats runs, p50 and p95.
 --explain prints EXPLAIN (ANALYZE, BUFFERS) of each query's SQL at the
 largest target.
 """
@@ -344,6 +345,7 @@ def main() -> None:
         "--reuse", action="store_true", help="keep the benchmark database of an earlier run"
     )
     parser.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE every query")
+    parser.add_argument("--db", default=DB_NAME, help=f"benchmark database (default {DB_NAME})")
     parser.add_argument(
         "--skip-indexing", action="store_true", help="skip the indexing-throughput part"
     )
@@ -352,13 +354,14 @@ def main() -> None:
     if not url.startswith(("postgres://", "postgresql://")):
         sys.exit("bench.logindex needs DATABASE_URL=postgres://… (the server to benchmark)")
     parts = urlsplit(url)
+    db = args.db
     admin = urlunsplit(parts._replace(path="/postgres"))
     with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone()
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db]).fetchone()
         if not (args.reuse and exists):
-            conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    bench_url = urlunsplit(parts._replace(path=f"/{DB_NAME}"))
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{db}"')
+    bench_url = urlunsplit(parts._replace(path=f"/{db}"))
 
     started = time.perf_counter()
     targets = args.targets or ((100_000, 1_000_000) if args.quick else (1_000_000, 10_000_000))
@@ -378,7 +381,7 @@ def main() -> None:
     print(machine())
     print("load average at start: " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
     print(
-        f"config: PostgreSQL {pg_version} (shared_buffers {shared_buffers}), database {DB_NAME}, "
+        f"config: PostgreSQL {pg_version} (shared_buffers {shared_buffers}), database {db}, "
         f"targets {', '.join(f'{t:,}' for t in targets)} lines, "
         f"{LINES_PER_ATTEMPT} lines per attempt, 2 experiments, queries scoped to one, "
         f"limit 50, {repeats} runs per query{' (--quick)' if args.quick else ''}"
