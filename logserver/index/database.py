@@ -56,8 +56,9 @@ TSCONFIG = "simple"
 WRITE_BATCH = 2000
 # Phrases: at most this many matches are read whole through the trigram index.
 FEW_MATCHES = 10_000
-# Filtering a row in the ordered walk costs about this many GIN-path row fetches.
-SCAN_COST = 10
+# Filtering a row in the ordered walk (to_tsvector) costs about this many GIN-path
+# row fetches (measured at 10 M lines: ~9 µs against ~3-8 µs a fetched and sorted row).
+SCAN_COST = 3
 
 
 def _like_escape(text: str) -> str:
