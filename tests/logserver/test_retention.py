@@ -232,6 +232,7 @@ def test_a_dry_run_counts_but_deletes_nothing(experiment):
     out = io.StringIO()
     call_command("logs_retention", "--dry-run", stdout=out)
     assert "would remove 1 tails" in out.getvalue()
+    assert "kept for jobs open in triage or running: 0 tails, 0 full logs" in out.getvalue()
     assert "dry run: nothing deleted" in out.getvalue()
     assert _has_tail(attempt)
     assert FullLog.objects.filter(attempt=attempt).exists()
