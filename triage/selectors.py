@@ -8,12 +8,24 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db.models import Count, F, FloatField, Max, Min, QuerySet, Sum
+from django.db.models import (
+    Count,
+    Exists,
+    F,
+    FloatField,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
 from django.utils import timezone
 
 from logserver.selectors import log_line_url, log_pieces, log_tail
-from prodmon.models import Attempt, Campaign, Stage
+from prodmon.models import Attempt, Campaign, Job, Stage
 from triage import kb
 from triage.classify import (
     ClassSpec,
@@ -921,3 +933,62 @@ def error_class_attempt_ids(error_class: str, experiment_ids: set[int]) -> set[i
     else:
         rows = rows.filter(error_class__key=error_class)
     return set(rows.values_list("attempt_id", flat=True))
+
+
+# --- what is still open in triage (log retention asks) ------------------------
+
+OPEN_CLASS_STATUSES = (
+    ErrorClass.Status.NEW,
+    ErrorClass.Status.ONGOING,
+    ErrorClass.Status.REGRESSED,
+)
+
+
+def open_error_class_ids(*, experiment_id: int) -> set[int]:
+    """Classes of the experiment still open in triage (new, ongoing or regressed).
+
+    A class merged into another is open when the class it was merged into
+    (followed to the end of the chain) is."""
+    rows = ErrorClass.objects.filter(experiment_id=experiment_id).values_list(
+        "pk", "merged_into_id", "status"
+    )
+    parent = {pk: merged for pk, merged, _ in rows}
+    status = {pk: st for pk, _, st in rows}
+
+    def root(pk: int) -> int:
+        seen = {pk}
+        while parent.get(pk) is not None and parent[pk] in status and parent[pk] not in seen:
+            pk = parent[pk]
+            seen.add(pk)
+        return pk
+
+    return {pk for pk in status if status[root(pk)] in OPEN_CLASS_STATUSES}
+
+
+def jobs_open_in_triage(*, experiment_id: int) -> QuerySet[Job]:
+    """Jobs of the experiment that are still open in triage, as a query of pks
+    (for `job_id__in=` without loading them):
+
+    - any attempt of the job is classified in an open class (see
+      open_error_class_ids): a shifter has yet to resolve or ignore it;
+    - or the job failed and its latest attempt is not classified yet: triage
+      has not looked at it.
+
+    A job whose failures all sit in resolved or ignored classes is closed."""
+    open_classes = open_error_class_ids(experiment_id=experiment_id)
+    in_open_class = AttemptClassification.objects.filter(
+        experiment_id=experiment_id, error_class_id__in=open_classes
+    ).values("attempt__job_id")
+    latest = Attempt.objects.filter(job_id=OuterRef("pk")).order_by("-number").values("pk")[:1]
+    return (
+        Job.objects.filter(stage__campaign__experiment_id=experiment_id)
+        .annotate(latest_attempt_id=Subquery(latest))
+        .annotate(
+            latest_classified=Exists(
+                AttemptClassification.objects.filter(attempt_id=OuterRef("latest_attempt_id"))
+            )
+        )
+        .filter(Q(pk__in=in_open_class) | Q(state=Job.State.FAILED, latest_classified=False))
+        .order_by()
+        .values("pk")
+    )
