@@ -110,14 +110,20 @@ class EtaView:
         return self.status == eta_core.ESTIMATED
 
     @property
+    def is_stalled(self) -> bool:
+        return self.status == eta_core.STALLED
+
+    @property
     def remaining_s(self) -> float | None:
         return None if self.at is None else (self.at - self.now).total_seconds()
 
     @property
     def label(self) -> str:
-        """'in 5h 20m', 'done', 'unknown'."""
+        """'in 5h 20m', 'done', 'stalled', 'unknown'."""
         if self.is_done:
             return "done"
+        if self.is_stalled:
+            return "stalled"
         if not self.is_estimated:
             return "unknown"
         return f"in {human_duration(self.remaining_s)}"
@@ -324,8 +330,10 @@ def campaign_snapshots(
                 succeeded=c[Job.State.SUCCEEDED],
                 parents=tuple(d.pk for d in s.depends_on.all()),
                 max_attempts=round(max_attempts.get(s.pk) or 3),
-                # Failed jobs with attempts left are assumed to be retried.
-                queued_jobs=c[Job.State.PENDING] + c[Job.State.QUEUED] + c[Job.State.FAILED] - exh,
+                queued_jobs=c[Job.State.PENDING] + c[Job.State.QUEUED],
+                # Failed jobs with attempts left: retried while the stage has other
+                # work in play; with none, the stage is stalled (needs recovery).
+                retry_jobs=max(c[Job.State.FAILED] - exh, 0),
                 running_jobs=c[Job.State.RUNNING],
                 exhausted_jobs=exh,
                 active=s.state not in INACTIVE_STAGE_STATES,

@@ -49,6 +49,7 @@ HOUR = 3600.0
 DONE = "done"
 ESTIMATED = "estimated"
 UNKNOWN = "unknown"
+STALLED = "stalled"  # below its target with nothing running, queued or still to come
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,12 @@ class StageSnapshot:
     succeeded: int
     parents: tuple[int, ...] = ()
     max_attempts: int = 3
-    queued_jobs: int = 0  # created, not succeeded, not running, attempts left
+    queued_jobs: int = 0  # waiting to run: created or submitted, not running yet
     running_jobs: int = 0
+    # Failed with attempts left: they run again only if something retries them.
+    # While the stage has other work they are assumed to be retried (a batch
+    # system or a shifter does); with nothing else in play the stage is stalled.
+    retry_jobs: int = 0
     exhausted_jobs: int = 0  # failed with no attempts left
     active: bool = True  # False while held or aborted
     first_started: float | None = None
@@ -109,7 +114,8 @@ class StageSnapshot:
             - self.succeeded
             - self.exhausted_jobs
             - self.running_jobs
-            - self.queued_jobs,
+            - self.queued_jobs
+            - self.retry_jobs,
             0,
         )
 
@@ -402,7 +408,7 @@ def _model(
 
     own = pool.share(snap.spans, now) * pool.mean if pool is not None else 0.0
     if own <= 0 and not open_parents:
-        if snap.queued_jobs + snap.pending_jobs > 0 and pool is not None:
+        if snap.queued_jobs + snap.retry_jobs + snap.pending_jobs > 0 and pool is not None:
             own = pool.mean  # ready and waiting for slots: assume the campaign's
         else:
             return (
@@ -454,7 +460,7 @@ def estimate_campaign(
     models: dict[int, _Model] = {}
     ordered = _topological(stages)
 
-    drained, pending = _drain_state(ordered)
+    drained, pending, stalled = _drain_state(ordered)
     for snap in ordered:
         remaining = max(snap.target - snap.succeeded, 0)
         eta = Eta(key=snap.key, name=snap.name, status=UNKNOWN, remaining_jobs=remaining)
@@ -476,6 +482,14 @@ def estimate_campaign(
             continue
         if not snap.active:
             eta.reason = "the stage is held"
+            continue
+        if snap.key in stalled:
+            eta.status = STALLED
+            eta.reason = (
+                f"nothing is running or queued and no more inputs will come; "
+                f"{snap.retry_jobs} failed job{'s' if snap.retry_jobs != 1 else ''} with "
+                "attempts left must be retried (recovery) to reach the target"
+            )
             continue
         blocked = [p for p in open_parents if p.key not in models]
         if blocked:
@@ -526,17 +540,25 @@ def _fan_in(parent: StageSnapshot, child: StageSnapshot) -> float:
     return max(parent.total_jobs / max(child.total_jobs, 1), 1.0)
 
 
-def _drain_state(ordered: list[StageSnapshot]) -> tuple[dict[int, bool], dict[int, int]]:
-    """Which stages can no longer produce outputs, and the jobs each stage
-    still waits to create.
+def _drain_state(
+    ordered: list[StageSnapshot],
+) -> tuple[dict[int, bool], dict[int, int], set[int]]:
+    """Which stages can no longer produce outputs, the jobs each stage still
+    waits to create, and which stages are stalled.
 
     A child's jobs whose inputs will never exist are not work: once every
     parent has drained, a one-to-one child can only have as many jobs as its
     parents have good ones (a merge exists if any of its inputs does).
+
+    A stage is stalled when it is below its target with nothing running, nothing
+    queued and nothing more to come from its parents: only failed jobs with
+    attempts left remain, and nothing retries them on its own. Its retries are
+    then not counted as work in play (it needs recovery, not a date).
     """
     snaps = {s.key: s for s in ordered}
     drained: dict[int, bool] = {}
     pending: dict[int, int] = {}
+    stalled: set[int] = set()
     for snap in ordered:
         parents = [snaps[k] for k in snap.parents if k in snaps]
         one_to_one = [p for p in parents if _fan_in(p, snap) < FAN_IN_MIN]
@@ -544,7 +566,13 @@ def _drain_state(ordered: list[StageSnapshot]) -> tuple[dict[int, bool], dict[in
             # A one-to-one child has at most as many jobs as its parents have
             # good outputs, now or still to come from the jobs in play.
             fraction = min(
-                (p.succeeded + p.running_jobs + p.queued_jobs + pending[p.key])
+                (
+                    p.succeeded
+                    + p.running_jobs
+                    + p.queued_jobs
+                    + (0 if p.key in stalled else p.retry_jobs)
+                    + pending[p.key]
+                )
                 / max(p.total_jobs, 1)
                 for p in one_to_one
             )
@@ -553,10 +581,18 @@ def _drain_state(ordered: list[StageSnapshot]) -> tuple[dict[int, bool], dict[in
             pending[snap.key] = max(min(snap.pending_jobs, reachable - created), 0)
         else:
             pending[snap.key] = snap.pending_jobs
-        drained[snap.key] = (
-            snap.running_jobs == 0 and snap.queued_jobs == 0 and pending[snap.key] == 0
-        )
-    return drained, pending
+        idle = snap.running_jobs == 0 and snap.queued_jobs == 0 and pending[snap.key] == 0
+        parents_drained = all(drained[p.key] for p in parents)
+        if (
+            idle
+            and parents_drained
+            and snap.active
+            and snap.retry_jobs > 0
+            and snap.succeeded < snap.target
+        ):
+            stalled.add(snap.key)
+        drained[snap.key] = idle and (snap.retry_jobs == 0 or snap.key in stalled)
+    return drained, pending, stalled
 
 
 def _summarise(eta: Eta, draws: list[float], now: float, params: EtaParams) -> None:
@@ -592,6 +628,12 @@ def _campaign_eta(
         out.eta = out.low = out.high = now
         return out
     pending = [e for e in etas if e.status != DONE]
+    stuck = [e for e in pending if e.status == STALLED]
+    if stuck:
+        out.status = STALLED
+        out.limited_by = stuck[0].key
+        out.reason = "needs recovery: " + ", ".join(e.name for e in stuck) + " stalled"
+        return out
     unknown = [e for e in pending if e.status != ESTIMATED]
     bounds = [e.eta for e in pending if e.eta is not None]
     bounds += [e.not_before for e in pending if e.not_before is not None]
@@ -712,6 +754,8 @@ class _Draw:
         self.pending: list[float] = []
         for i, m in enumerate(models):
             self.queue.append(deque([m.snap.max_attempts] * round(m.snap.queued_jobs / scale)))
+            retries = max(m.snap.max_attempts - 1, 1)
+            self.queue[i].extend([retries] * round(m.snap.retry_jobs / scale))
             waiting = pending_jobs[m.snap.key] / scale
             if not parents[i]:
                 self.queue[i].extend([m.snap.max_attempts] * round(waiting))

@@ -8,10 +8,12 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from prodmon.models import Job
 from prodmon.progress import estimates
 from prodmon.progress.eta import (
     DONE,
     ESTIMATED,
+    STALLED,
     UNKNOWN,
     AttemptSpan,
     History,
@@ -116,6 +118,54 @@ def test_it_reports_a_stage_at_its_target_as_done():
     stages, campaign = estimate_campaign([snap], T0)
     assert stages[1].status == DONE
     assert campaign.status == DONE
+
+
+def idle(snap: StageSnapshot, **changes) -> StageSnapshot:
+    """The same stage after everything running has ended: no slot is held."""
+    import dataclasses
+
+    spans = tuple(
+        AttemptSpan(s.started, s.ended or T0 - 60, False) if s.ended is None else s
+        for s in snap.spans
+    )
+    return dataclasses.replace(snap, spans=spans, running_jobs=0, queued_jobs=0, **changes)
+
+
+def test_it_calls_a_stage_with_only_unretried_failures_stalled_not_a_date():
+    # 90 of 100 good, 10 failed with attempts left, nothing running or queued,
+    # no parent: nothing will happen unless someone retries them.
+    snap = idle(steady(succeeded=90, target=95), retry_jobs=10)
+    stages, campaign = estimate_campaign([snap], T0)
+    assert stages[1].status == STALLED
+    assert stages[1].eta is None
+    assert stages[1].low is None
+    assert "10 failed jobs" in stages[1].reason
+    assert "recovery" in stages[1].reason
+    assert campaign.status == STALLED
+    assert campaign.eta is None
+    assert "gen" in campaign.reason
+    # The same failures while the stage still has work running: they are
+    # assumed to be retried, and the stage gets a date.
+    busy = steady(succeeded=80, target=95, queued=0)
+    busy = StageSnapshot(**{**busy.__dict__, "retry_jobs": 10})
+    stages, _ = estimate_campaign([busy], T0)
+    assert stages[1].status == ESTIMATED
+    assert stages[1].remaining_attempts >= 15
+
+
+def test_it_does_not_stall_a_stage_whose_parent_still_sends_inputs():
+    parent = steady(key=1, name="gen", succeeded=40)
+    child = idle(
+        steady(key=2, name="reco", total=35, succeeded=30, parents=(1,), seed=2), retry_jobs=5
+    )
+    stages, _ = estimate_campaign([parent, child], T0)
+    assert stages[2].status == ESTIMATED
+    # Once the parent has drained, the same child is stalled.
+    done_parent = idle(steady(key=1, name="gen", succeeded=100, queued=0))
+    stages, campaign = estimate_campaign([done_parent, child], T0)
+    assert stages[1].status == DONE
+    assert stages[2].status == STALLED
+    assert campaign.status == STALLED
 
 
 def test_it_inflates_remaining_work_by_the_failure_rate():
@@ -257,6 +307,30 @@ def test_it_shows_estimates_on_the_campaign_page(client, member, gen, reco):
     assert 'class="eta known"' in html
     assert 'class="eta unknown"' in html  # reco
     assert "no attempt of this stage has ended yet" in html
+
+
+@pytest.mark.django_db
+def test_it_shows_a_stage_with_nothing_running_below_its_target_as_stalled(
+    client, member, gen, reco
+):
+    # The demo's gen stage: most jobs good, a few failed once (attempts left),
+    # nothing running or queued. That is no "in 0m": it needs recovery.
+    now = timezone.now()
+    timeline(gen, done=92, rate_per_hour=30, wall_h=0.01, now=now)
+    failed = timeline(gen, done=0, queued=8, now=now, prefix="bad")
+    Job.objects.filter(pk__in=[j.pk for j in failed]).update(state=Job.State.FAILED)
+    client.force_login(member)
+    for url in (reverse("campaign-list"), gen.campaign.get_absolute_url()):
+        html = client.get(url).content.decode()
+        assert "in 0m" not in html
+        assert 'class="eta stalled"' in html or 'class="value stalled"' in html
+    html = client.get(gen.campaign.get_absolute_url()).content.decode()
+    assert "8 failed jobs with attempts left" in html
+    assert reverse("stage-recovery", args=[gen.pk]) in html
+    data = client.get(reverse("api-campaign-progress", args=[gen.campaign.pk])).json()
+    assert data["stages"][0]["eta"]["status"] == "stalled"
+    assert data["stages"][0]["eta"]["eta"] is None
+    assert data["eta"]["status"] == "stalled"
 
 
 @pytest.mark.django_db
