@@ -200,6 +200,22 @@ def target_of(spec: StageSpec) -> int:
     return math.ceil(spec.jobs * spec.completion_pct / 100)
 
 
+EPOCH = START.timestamp()  # simulation time 0 as POSIX time: the estimator sees UTC hours
+EARLIER = EPOCH - 4 * 24 * HOUR  # the earlier campaign started four days before
+
+
+def pool_history(seed: int, base_slots: int, policy: str) -> list[AttemptSpan]:
+    """The attempts of an earlier campaign on the same pool (another seed,
+    four days before): what the portal reads as the experiment's last days,
+    from which the hour-of-day profile of the slots is learned."""
+    return [
+        AttemptSpan(EARLIER + a[0], EARLIER + a[1], a[2])
+        for stage in simulate(seed, base_slots, policy)
+        for j in stage
+        for a in j.attempts
+    ]
+
+
 def job_type_histories(seed: int, base_slots: int, policy: str) -> list[History]:
     """The latest 500 ended attempts of each stage's job type in an earlier
     campaign of the same kind (another seed): what the portal falls back on
@@ -215,9 +231,10 @@ def job_type_histories(seed: int, base_slots: int, policy: str) -> list[History]
 
 
 def snapshots_at(
-    jobs: list[list[SimJob]], t: float, histories: list[History] | None = None
+    jobs: list[list[SimJob]], t: float, histories: list[History] | None = None, offset: float = 0
 ) -> list[StageSnapshot]:
-    """What the portal's database would hold at time t, as estimator input."""
+    """What the portal's database would hold at time t, as estimator input
+    (times shifted by `offset`)."""
     out = []
     for si, spec in enumerate(STAGES):
         spans, succeeded, queued, running, exhausted = [], 0, 0, 0, 0
@@ -230,10 +247,10 @@ def snapshots_at(
                     continue
                 first = start if first is None else min(first, start)
                 if end <= t:
-                    spans.append(AttemptSpan(start, end, ok))
+                    spans.append(AttemptSpan(offset + start, offset + end, ok))
                     failed_ended += not ok
                 else:
-                    spans.append(AttemptSpan(start, None, False))
+                    spans.append(AttemptSpan(offset + start, None, False))
                     is_running = True
             if job.done_at is not None and job.done_at <= t:
                 succeeded += 1
@@ -256,7 +273,7 @@ def snapshots_at(
                 max_attempts=MAX_ATTEMPTS,
                 queued_jobs=queued,
                 running_jobs=running,
-                first_started=first,
+                first_started=None if first is None else offset + first,
                 spans=tuple(spans),
                 job_type_history=histories[si] if histories else None,
             )
@@ -277,6 +294,18 @@ def score(seed: int, slots: int, policy: str, history: bool, params: EtaParams |
     params = params or EtaParams()
     jobs = simulate(seed, slots, policy)
     histories = job_type_histories(seed + 1000, slots, policy) if history else None
+    earlier = pool_history(seed + 1000, slots, policy) if history else []
+
+    def estimate(t):
+        etas, camp = estimate_campaign(
+            snapshots_at(jobs, t, histories, EPOCH), EPOCH + t, params, earlier
+        )
+        for e in [*etas.values(), camp]:
+            for name in ("eta", "low", "high", "not_before"):
+                if getattr(e, name) is not None:
+                    setattr(e, name, getattr(e, name) - EPOCH)
+        return etas, camp
+
     done = [sorted(j.done_at for j in stage if j.done_at is not None) for stage in jobs]
     finish = [crossing(done[si], target_of(spec)) for si, spec in enumerate(STAGES)]
     rows = []
@@ -285,7 +314,7 @@ def score(seed: int, slots: int, policy: str, history: bool, params: EtaParams |
             continue
         for q in CHECKPOINTS:
             t = crossing(done[si], math.ceil(q * target_of(spec)))
-            etas, _ = estimate_campaign(snapshots_at(jobs, t, histories), t, params)
+            etas, _ = estimate(t)
             est = etas[si]
             if est.eta is None:
                 err, inside = 1.0, None  # an unknown counts as fully wrong
@@ -311,7 +340,7 @@ def score(seed: int, slots: int, policy: str, history: bool, params: EtaParams |
     campaign = {}
     for q in CHECKPOINTS:
         t = crossing(camp_done, math.ceil(q * camp_target))
-        _, camp = estimate_campaign(snapshots_at(jobs, t, histories), t, params)
+        _, camp = estimate(t)
         campaign[q] = None if camp.eta is None else abs(camp.eta - camp_finish) / (camp_finish - t)
     return jobs, finish, rows, campaign
 

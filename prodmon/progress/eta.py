@@ -45,6 +45,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 HOUR = 3600.0
+DAY = 24 * HOUR
 
 DONE = "done"
 ESTIMATED = "estimated"
@@ -132,6 +133,8 @@ class EtaParams:
     systematic: float = 0.10  # extra relative width of the band (bench-calibrated)
     fluctuation_hours: float = 6.0  # slot-count fluctuations are correlated this long
     horizon_s: float = 365 * 24 * HOUR  # a replay never runs past this
+    profile_days: float = 7.0  # the hour-of-day slot profile looks back this far
+    profile_min_hours: int = 18  # hours of the day it must have seen to be used
     seed: int = 12345
 
 
@@ -314,24 +317,87 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
+def hour_of_day(t: float) -> int:
+    return int((t % DAY) // HOUR)
+
+
+def hourly_envelope(spans: Iterable[AttemptSpan], now: float, days: float) -> list[float | None]:
+    """For each hour of the day (UTC), the most slots in use in that hour on
+    any of the last `days` days (None: not seen). The pool gave at least that
+    many; the maximum ignores hours in which there was simply no work."""
+    end = math.floor(now / HOUR) * HOUR  # full hours only
+    start = end - days * DAY
+    spans = [s for s in spans if (s.ended is None or s.ended > start) and s.started < end]
+    if not spans:
+        return [None] * 24
+    first = math.floor(min(s.started for s in spans) / HOUR) * HOUR
+    start = max(start, first)
+    if end <= start:
+        return [None] * 24
+    envelope: list[float | None] = [None] * 24
+    for i, busy in enumerate(busy_slots(spans, start, end, HOUR)):
+        h = hour_of_day(start + i * HOUR)
+        envelope[h] = busy if envelope[h] is None else max(envelope[h], busy)
+    return envelope
+
+
+def slot_shape(envelope: Sequence[float | None], min_hours: int) -> tuple[float, ...] | None:
+    """The hour-of-day profile of the pool, normalised to a mean of 1, from an
+    hourly envelope; unseen hours are interpolated from their neighbours.
+    None when too few hours of the day have been seen."""
+    seen = [h for h in range(24) if envelope[h] is not None and envelope[h] > 0]
+    if len(seen) < min_hours:
+        return None
+    values = []
+    for h in range(24):
+        if h in seen:
+            values.append(envelope[h])
+            continue
+        before = max((x for x in seen if x < h), default=seen[-1] - 24)
+        after = min((x for x in seen if x > h), default=seen[0] + 24)
+        a, b = envelope[before % 24], envelope[after % 24]
+        values.append(a + (b - a) * (h - before) / (after - before))
+    mean = sum(values) / 24
+    return tuple(v / mean for v in values)
+
+
 @dataclass(frozen=True)
 class SlotPool:
-    """The campaign's slots: their average over the whole window and how they
-    were shared out among the stages recently (the current regime)."""
+    """The campaign's slots: their level (the average over the window, with
+    the hour-of-day profile divided out when one is known), the profile, and
+    how they were shared out among the stages recently (the current regime)."""
 
     mean: float
     sd: float
     bins: int
     recent_start: float
     recent_busy: float
+    shape: tuple[float, ...] | None = None
 
     def share(self, spans: Iterable[AttemptSpan], now: float) -> float:
         if self.recent_busy <= 0:
             return 0.0
         return min(_busy_seconds(spans, self.recent_start, now) / self.recent_busy, 1.0)
 
+    def factor(self, t: float) -> float:
+        """The pool at time t relative to its level (1 without a profile)."""
+        if self.shape is None:
+            return 1.0
+        x = (t % DAY) / HOUR - 0.5  # the profile's values sit at mid-hour
+        h = math.floor(x)
+        frac = x - h
+        return self.shape[h % 24] * (1 - frac) + self.shape[(h + 1) % 24] * frac
 
-def slot_pool(stages: Sequence[StageSnapshot], now: float, params: EtaParams) -> SlotPool | None:
+
+def slot_pool(
+    stages: Sequence[StageSnapshot],
+    now: float,
+    params: EtaParams,
+    pool_history: Sequence[AttemptSpan] = (),
+) -> SlotPool | None:
+    """The campaign's slot pool. `pool_history`: earlier attempts on the same
+    pool (the experiment's last days, other campaigns included), from which,
+    with the campaign's own, the hour-of-day profile is learned."""
     spans = [sp for s in stages for sp in s.spans]
     firsts = [s.first_started for s in stages if s.first_started is not None]
     start = now - params.window_s
@@ -339,19 +405,32 @@ def slot_pool(stages: Sequence[StageSnapshot], now: float, params: EtaParams) ->
         start = max(start, min(firsts))
     if now - start <= 0:
         return None
+    shape = slot_shape(
+        hourly_envelope([*pool_history, *spans], now, params.profile_days),
+        params.profile_min_hours,
+    )
     # Hour bins once there is a day of history; finer while the campaign is
     # young, so the spread is still estimated from a dozen bins.
-    bins = busy_slots(spans, start, now, min(HOUR, max((now - start) / 12, 60.0)))
-    mean = sum(bins) / len(bins)
-    if mean <= 0:
+    width = min(HOUR, max((now - start) / 12, 60.0))
+    bins = busy_slots(spans, start, now, width)
+    if not bins or sum(bins) <= 0:
         return None
+    if shape is None:
+        levels = bins
+    else:
+        # Divide the profile out: what the pool gives at its average hour.
+        step = (now - start) / len(bins)
+        base = SlotPool(0, 0, 0, 0, 0, shape)
+        levels = [b / base.factor(start + (i + 0.5) * step) for i, b in enumerate(bins)]
+    mean = sum(levels) / len(levels)
     recent_start = max(now - params.share_window_s, start)
     return SlotPool(
         mean=mean,
-        sd=_mean_sd(bins)[1] if len(bins) > 1 else mean * 0.5,
-        bins=len(bins),
+        sd=_mean_sd(levels)[1] if len(levels) > 1 else mean * 0.5,
+        bins=len(levels),
         recent_start=recent_start,
         recent_busy=_busy_seconds(spans, recent_start, now),
+        shape=shape,
     )
 
 
@@ -451,11 +530,15 @@ def _topological(stages: Sequence[StageSnapshot]) -> list[StageSnapshot]:
 
 
 def estimate_campaign(
-    stages: Sequence[StageSnapshot], now: float, params: EtaParams | None = None
+    stages: Sequence[StageSnapshot],
+    now: float,
+    params: EtaParams | None = None,
+    pool_history: Sequence[AttemptSpan] = (),
 ) -> tuple[dict[int, Eta], Eta]:
-    """ETAs of every stage and of the whole campaign (its last stage to finish)."""
+    """ETAs of every stage and of the whole campaign (its last stage to finish).
+    `pool_history`: earlier attempts on the same pool (see slot_pool)."""
     params = params or EtaParams()
-    pool = slot_pool(stages, now, params)
+    pool = slot_pool(stages, now, params, pool_history)
     results: dict[int, Eta] = {}
     models: dict[int, _Model] = {}
     ordered = _topological(stages)
@@ -504,7 +587,7 @@ def estimate_campaign(
         eta.success_prob = model.p
         eta.attempts_per_job = per_job
         eta.remaining_attempts = remaining * per_job
-        eta.slots = model.own_slots
+        eta.slots = model.own_slots * (pool.factor(now) if pool is not None else 1.0)
         eta.mean_wall_s = model.walls.mean
         eta.basis = model.basis
         if open_parents:
@@ -670,14 +753,19 @@ def _replay(
     )
     scale = max(1, math.ceil(remaining_jobs / params.max_sim_jobs))
 
-    # Parents that still release work (in the replay) and the fan-in from each.
-    parents: list[list[tuple[int, float]]] = []
+    # Parents that still release work (in the replay), the fan-in from each,
+    # and for a merge how its parent's unresolved inputs spread over its jobs.
+    parents: list[list[tuple[int, float, float]]] = []
     children: list[list[int]] = [[] for _ in models]
     for i, m in enumerate(models):
         links = []
         for pk in m.snap.parents:
             if pk in index and not drained[pk]:
-                links.append((index[pk], _fan_in(snaps[pk], m.snap)))
+                fan_in = _fan_in(snaps[pk], m.snap)
+                spread = MERGE_SPREAD
+                if fan_in >= FAN_IN_MIN:
+                    spread = _merge_spread_now(snaps[pk], m.snap, pending_jobs, fan_in)
+                links.append((index[pk], fan_in, spread))
                 children[index[pk]].append(i)
         parents.append(links)
 
@@ -697,25 +785,46 @@ def _replay(
     out: dict[int, list[float]] = {k: [] for k in keys}
     for _ in range(params.draws):
         factor = min(max(rng.gauss(1.0, rel_sd), 0.3), 2.0)
-        draw = _Draw(models, parents, children, pending_jobs, scale, factor, pool_mean, rng)
+        draw = _Draw(models, parents, children, pending_jobs, scale, factor, pool_mean, rng, pool)
         for k, finish in zip(keys, draw.run(now, params.horizon_s), strict=True):
             out[k].append(finish)
     return out
 
 
-# Halfway between "in order" and "at random" (bench/eta.py, seeds 1-6, chose it).
+# Halfway between "in order" and "at random": used when the present state
+# says nothing about it (see _merge_spread_now).
 MERGE_SPREAD = 0.5
 
 
-def _merge_blocked(in_play: float, fan_in: float, merges: float) -> float:
-    """Merge jobs held back by `in_play` unresolved inputs. Inputs are mostly
-    processed in order, so those in play cluster in the last groups (in_play /
-    fan_in groups); stragglers spread at random (each blocks its own group).
-    The truth is in between."""
+def _merge_bounds(in_play: float, fan_in: float, merges: float) -> tuple[float, float]:
+    """Merge jobs held back by `in_play` unresolved inputs, at the two
+    extremes: inputs in play clustered in the last groups (in_play / fan_in
+    groups), or spread at random (each straggler blocks its own group)."""
     merges = max(merges, 1.0)
     clustered = min(in_play / fan_in, merges)
     spread = merges * (1.0 - (1.0 - 1.0 / merges) ** in_play)
-    return clustered + MERGE_SPREAD * (spread - clustered)
+    return clustered, spread
+
+
+def _merge_blocked(in_play: float, fan_in: float, merges: float, where: float) -> float:
+    """Merge jobs held back, `where` of the way from clustered to spread."""
+    clustered, spread = _merge_bounds(in_play, fan_in, merges)
+    return clustered + where * (spread - clustered)
+
+
+def _merge_spread_now(
+    parent: StageSnapshot, merge: StageSnapshot, pending: dict[int, int], fan_in: float
+) -> float:
+    """Where between clustered and spread the merge's inputs in play are now:
+    the merge jobs not created yet are the ones held back. Depends on how the
+    pool orders the work (first come first served keeps inputs in order; a
+    pool that favours later stages scatters the stragglers)."""
+    in_play = parent.running_jobs + parent.queued_jobs + parent.retry_jobs + pending[parent.key]
+    clustered, spread = _merge_bounds(in_play, fan_in, merge.total_jobs)
+    if in_play < 1 or spread - clustered < 2:
+        return MERGE_SPREAD  # nothing to learn from
+    held = merge.pending_jobs
+    return min(max((held - clustered) / (spread - clustered), 0.0), 1.0)
 
 
 class _Draw:
@@ -725,13 +834,14 @@ class _Draw:
     def __init__(
         self,
         models: list[_Model],
-        parents: list[list[tuple[int, float]]],
+        parents: list[list[tuple[int, float, float]]],
         children: list[list[int]],
         pending_jobs: dict[int, int],
         scale: int,
         factor: float,
         pool_mean: float,
         rng: random.Random,
+        pool: SlotPool | None = None,
     ):
         n = len(models)
         self.models, self.parents, self.children, self.rng = models, parents, children, rng
@@ -741,6 +851,7 @@ class _Draw:
         # leaves idle goes to a stage with a queue (the pool is shared).
         self.cap = [m.own_slots * factor / scale for m in models]
         self.pool_cap = max(pool_mean * factor / scale, sum(self.cap), 0.5)
+        self.pool = pool
         self.total = [m.snap.total_jobs / scale for m in models]
         self.good = [m.snap.succeeded / scale for m in models]
         self.need = [math.ceil((m.snap.target - m.snap.succeeded) / scale) for m in models]
@@ -761,7 +872,9 @@ class _Draw:
                 self.queue[i].extend([m.snap.max_attempts] * round(waiting))
                 waiting = 0
             self.pending.append(waiting)
-        self.released = [self.total[i] - self.pending[i] for i in range(n)]
+        # Created so far. Not total - pending: jobs whose inputs will never
+        # exist (dropped from pending by _drain_state) were never released.
+        self.released = [(m.snap.total_jobs - m.snap.pending_jobs) / scale for m in models]
 
     def _push(self, t: float, i: int, attempts_left: int) -> None:
         self.seq += 1
@@ -771,12 +884,14 @@ class _Draw:
         self.busy += 1
 
     def _dispatch(self, t: float) -> None:
-        while self.busy < self.pool_cap - 0.5:
+        # The pool follows its hour-of-day profile (when one is known).
+        hourly = self.pool.factor(t) if self.pool is not None else 1.0
+        while self.busy < self.pool_cap * hourly - 0.5:
             waiting = [i for i in range(self.n) if self.queue[i]]
             if not waiting:
                 return
             # The stage furthest below its guaranteed share goes first.
-            i = min(waiting, key=lambda j: self.running[j] - self.cap[j])
+            i = min(waiting, key=lambda j: self.running[j] - self.cap[j] * hourly)
             left = self.queue[i].popleft()
             self._push(t + self.models[i].walls.sample(self.rng), i, left - 1)
 
@@ -793,8 +908,9 @@ class _Draw:
             fraction = min(
                 min(self.good[p] / max(self.total[p], 1e-9), 1.0)
                 if fan_in < FAN_IN_MIN
-                else 1.0 - _merge_blocked(self._in_play(p), fan_in, self.total[c]) / self.total[c]
-                for p, fan_in in links
+                else 1.0
+                - _merge_blocked(self._in_play(p), fan_in, self.total[c], where) / self.total[c]
+                for p, fan_in, where in links
             )
             ready = min(self.total[c] * fraction - self.released[c] + 1e-9, self.pending[c])
             if ready >= 1:
@@ -802,10 +918,10 @@ class _Draw:
                 self.released[c] += k
                 self.pending[c] -= k
                 self.queue[c].extend([self.models[c].snap.max_attempts] * k)
-            if self.pending[c] > 0 and all(self._in_play(p) < 1 for p, _ in links):
+            if self.pending[c] > 0 and all(self._in_play(p) < 1 for p, _, _ in links):
                 # Nothing more can come: a merge runs on whatever inputs exist;
                 # a one-to-one child still pending has no input.
-                if any(fan_in >= FAN_IN_MIN for _, fan_in in links):
+                if any(fan_in >= FAN_IN_MIN for _, fan_in, _ in links):
                     attempts = self.models[c].snap.max_attempts
                     self.queue[c].extend([attempts] * round(self.pending[c]))
                 self.pending[c] = 0
