@@ -782,13 +782,33 @@ def _replay(
             1.0 / pool.bins + 1.0 / max(horizon_h / params.fluctuation_hours, 1.0)
         )
 
+    on_demand = _served_on_demand(models)
     out: dict[int, list[float]] = {k: [] for k in keys}
     for _ in range(params.draws):
         factor = min(max(rng.gauss(1.0, rel_sd), 0.3), 2.0)
         draw = _Draw(models, parents, children, pending_jobs, scale, factor, pool_mean, rng, pool)
+        draw.on_demand = on_demand
         for k, finish in zip(keys, draw.run(now, params.horizon_s), strict=True):
             out[k].append(finish)
     return out
+
+
+def _served_on_demand(models: list[_Model]) -> list[bool]:
+    """Stages the pool serves first: their jobs start as soon as they are
+    ready (hardly any queued while they run) although another stage has a
+    backlog, as when a pool favours later stages. The others are served in
+    the order their jobs became ready (first come, first served: parents
+    first), beyond the share each had recently."""
+
+    def backlog(m: _Model) -> bool:
+        return m.snap.queued_jobs > max(0.5 * m.snap.running_jobs, 5)
+
+    flags = []
+    for m in models:
+        others = any(backlog(o) for o in models if o is not m)
+        quick = m.snap.queued_jobs <= max(2, 0.05 * m.snap.running_jobs)
+        flags.append(m.snap.running_jobs > 0 and quick and others)
+    return flags
 
 
 # Halfway between "in order" and "at random": used when the present state
@@ -852,6 +872,7 @@ class _Draw:
         self.cap = [m.own_slots * factor / scale for m in models]
         self.pool_cap = max(pool_mean * factor / scale, sum(self.cap), 0.5)
         self.pool = pool
+        self.on_demand = [False] * n
         self.total = [m.snap.total_jobs / scale for m in models]
         self.good = [m.snap.succeeded / scale for m in models]
         self.need = [math.ceil((m.snap.target - m.snap.succeeded) / scale) for m in models]
@@ -890,8 +911,15 @@ class _Draw:
             waiting = [i for i in range(self.n) if self.queue[i]]
             if not waiting:
                 return
-            # The stage furthest below its guaranteed share goes first.
-            i = min(waiting, key=lambda j: self.running[j] - self.cap[j] * hourly)
+            urgent = [i for i in waiting if self.on_demand[i]]
+            below = [i for i in waiting if self.running[i] < self.cap[i] * hourly - 0.5]
+            if urgent:
+                i = urgent[-1]  # the pool's favourites, latest stage first
+            elif below:
+                # The stage furthest below its recent share goes first.
+                i = min(below, key=lambda j: self.running[j] - self.cap[j] * hourly)
+            else:
+                i = waiting[0]  # then first come, first served: parents first
             left = self.queue[i].popleft()
             self._push(t + self.models[i].walls.sample(self.rng), i, left - 1)
 
