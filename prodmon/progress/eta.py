@@ -135,6 +135,7 @@ class EtaParams:
     horizon_s: float = 365 * 24 * HOUR  # a replay never runs past this
     profile_days: float = 7.0  # the hour-of-day slot profile looks back this far
     profile_min_hours: int = 18  # hours of the day it must have seen to be used
+    level_half_life_s: float = 6 * HOUR  # recent hours weigh more in the slot level
     seed: int = 12345
 
 
@@ -422,7 +423,14 @@ def slot_pool(
         step = (now - start) / len(bins)
         base = SlotPool(0, 0, 0, 0, 0, shape)
         levels = [b / base.factor(start + (i + 0.5) * step) for i, b in enumerate(bins)]
-    mean = sum(levels) / len(levels)
+    # Recent hours weigh more: a pool that shrinks (a weekend, a site down)
+    # is followed within hours; the profile already accounts for the night.
+    step = (now - start) / len(levels)
+    weights = [
+        0.5 ** ((now - (start + (i + 0.5) * step)) / params.level_half_life_s)
+        for i in range(len(levels))
+    ]
+    mean = sum(w * v for w, v in zip(weights, levels, strict=True)) / sum(weights)
     recent_start = max(now - params.share_window_s, start)
     return SlotPool(
         mean=mean,
@@ -454,6 +462,26 @@ class _Model:
         return (self.successes + 1) / (self.successes + self.failures + 2)
 
 
+def _wall_cohort(
+    spans: Sequence[AttemptSpan], now: float, since: float, size: int
+) -> tuple[list[float], list[float]]:
+    """Wall times of a cohort by start: every attempt started since `since`,
+    ended or still running (censored), and further back until `size` have
+    ended. A cohort by start is a fair sample once it is long enough; the
+    latest ends are not (early in a stage the latest to end are the long
+    ones of the first wave)."""
+    walls: list[float] = []
+    censored: list[float] = []
+    for s in sorted((s for s in spans if s.started <= now), key=lambda s: -s.started):
+        if s.started < since and len(walls) >= size:
+            break
+        if s.ended is None:
+            censored.append(now - s.started)
+        else:
+            walls.append(s.wall)
+    return walls, censored
+
+
 def _model(
     snap: StageSnapshot,
     now: float,
@@ -465,10 +493,9 @@ def _model(
     ended = ended[-params.recent_ends :]
     running = [now - s.started for s in snap.spans if s.ended is None and s.started <= now]
     if len(ended) >= params.min_ends:
-        walls = [s.wall for s in ended]
         ok = sum(s.succeeded for s in ended)
         successes, failures, basis = ok, len(ended) - ok, "own"
-        censored = running
+        walls, censored = _wall_cohort(snap.spans, now, now - params.window_s, params.recent_ends)
     elif snap.job_type_history is not None and snap.job_type_history.ended >= params.min_ends:
         h = snap.job_type_history
         walls, successes, failures, basis = (
@@ -569,9 +596,8 @@ def estimate_campaign(
         if snap.key in stalled:
             eta.status = STALLED
             eta.reason = (
-                f"nothing is running or queued and no more inputs will come; "
-                f"{snap.retry_jobs} failed job{'s' if snap.retry_jobs != 1 else ''} with "
-                "attempts left must be retried (recovery) to reach the target"
+                f"nothing running or queued, no inputs to come: {snap.retry_jobs} failed "
+                f"job{'s' if snap.retry_jobs != 1 else ''} with attempts left need a retry"
             )
             continue
         blocked = [p for p in open_parents if p.key not in models]
