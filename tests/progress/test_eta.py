@@ -333,6 +333,9 @@ def test_it_shows_a_stage_with_nothing_running_below_its_target_as_stalled(
     html = client.get(gen.campaign.get_absolute_url()).content.decode()
     assert "8 failed jobs with attempts left need a retry" in html
     assert reverse("stage-recovery", args=[gen.pk]) in html
+    html = client.get(reverse("progress-stage", args=[gen.pk])).content.decode()
+    assert "<dt>Why stalled</dt>" in html
+    assert 'class="eta stalled"' in html
     data = client.get(reverse("api-campaign-progress", args=[gen.campaign.pk])).json()
     assert data["stages"][0]["eta"]["status"] == "stalled"
     assert data["stages"][0]["eta"]["eta"] is None
