@@ -200,6 +200,22 @@ def target_of(spec: StageSpec) -> int:
     return math.ceil(spec.jobs * spec.completion_pct / 100)
 
 
+EPOCH = START.timestamp()  # simulation time 0 as POSIX time: the estimator sees UTC hours
+EARLIER = EPOCH - 4 * 24 * HOUR  # the earlier campaign started four days before
+
+
+def pool_history(seed: int, base_slots: int, policy: str) -> list[AttemptSpan]:
+    """The attempts of an earlier campaign on the same pool (another seed,
+    four days before): what the portal reads as the experiment's last days,
+    from which the hour-of-day profile of the slots is learned."""
+    return [
+        AttemptSpan(EARLIER + a[0], EARLIER + a[1], a[2])
+        for stage in simulate(seed, base_slots, policy)
+        for j in stage
+        for a in j.attempts
+    ]
+
+
 def job_type_histories(seed: int, base_slots: int, policy: str) -> list[History]:
     """The latest 500 ended attempts of each stage's job type in an earlier
     campaign of the same kind (another seed): what the portal falls back on
@@ -215,9 +231,10 @@ def job_type_histories(seed: int, base_slots: int, policy: str) -> list[History]
 
 
 def snapshots_at(
-    jobs: list[list[SimJob]], t: float, histories: list[History] | None = None
+    jobs: list[list[SimJob]], t: float, histories: list[History] | None = None, offset: float = 0
 ) -> list[StageSnapshot]:
-    """What the portal's database would hold at time t, as estimator input."""
+    """What the portal's database would hold at time t, as estimator input
+    (times shifted by `offset`)."""
     out = []
     for si, spec in enumerate(STAGES):
         spans, succeeded, queued, running, exhausted = [], 0, 0, 0, 0
@@ -230,10 +247,10 @@ def snapshots_at(
                     continue
                 first = start if first is None else min(first, start)
                 if end <= t:
-                    spans.append(AttemptSpan(start, end, ok))
+                    spans.append(AttemptSpan(offset + start, offset + end, ok))
                     failed_ended += not ok
                 else:
-                    spans.append(AttemptSpan(start, None, False))
+                    spans.append(AttemptSpan(offset + start, None, False))
                     is_running = True
             if job.done_at is not None and job.done_at <= t:
                 succeeded += 1
@@ -256,7 +273,7 @@ def snapshots_at(
                 max_attempts=MAX_ATTEMPTS,
                 queued_jobs=queued,
                 running_jobs=running,
-                first_started=first,
+                first_started=None if first is None else offset + first,
                 spans=tuple(spans),
                 job_type_history=histories[si] if histories else None,
             )
@@ -272,6 +289,93 @@ def fmt_h(seconds: float | None) -> str:
     return "—" if seconds is None else f"{seconds / HOUR:6.1f} h"
 
 
+def score(seed: int, slots: int, policy: str, history: bool, params: EtaParams | None = None):
+    """Replay one campaign; the checkpoints as rows and the campaign's errors."""
+    params = params or EtaParams()
+    jobs = simulate(seed, slots, policy)
+    histories = job_type_histories(seed + 1000, slots, policy) if history else None
+    earlier = pool_history(seed + 1000, slots, policy) if history else []
+
+    def estimate(t):
+        etas, camp = estimate_campaign(
+            snapshots_at(jobs, t, histories, EPOCH), EPOCH + t, params, earlier
+        )
+        for e in [*etas.values(), camp]:
+            for name in ("eta", "low", "high", "not_before"):
+                if getattr(e, name) is not None:
+                    setattr(e, name, getattr(e, name) - EPOCH)
+        return etas, camp
+
+    done = [sorted(j.done_at for j in stage if j.done_at is not None) for stage in jobs]
+    finish = [crossing(done[si], target_of(spec)) for si, spec in enumerate(STAGES)]
+    rows = []
+    for si, spec in enumerate(STAGES):
+        if finish[si] is None:
+            continue
+        for q in CHECKPOINTS:
+            t = crossing(done[si], math.ceil(q * target_of(spec)))
+            etas, _ = estimate(t)
+            est = etas[si]
+            if est.eta is None:
+                err, inside = 1.0, None  # an unknown counts as fully wrong
+            else:
+                err = abs(est.eta - finish[si]) / (finish[si] - t)
+                inside = est.low <= finish[si] <= (est.high if est.high is not None else math.inf)
+            rows.append(
+                {
+                    "stage": spec.name,
+                    "q": q,
+                    "now": t,
+                    "eta": est.eta,
+                    "low": est.low,
+                    "high": est.high,
+                    "actual": finish[si],
+                    "error": err,
+                    "inside": inside,
+                }
+            )
+    camp_done = sorted(x for stage in done for x in stage)
+    camp_target = sum(target_of(s) for s in STAGES)
+    camp_finish = max(f for f in finish if f is not None)
+    campaign = {}
+    for q in CHECKPOINTS:
+        t = crossing(camp_done, math.ceil(q * camp_target))
+        _, camp = estimate(t)
+        campaign[q] = None if camp.eta is None else abs(camp.eta - camp_finish) / (camp_finish - t)
+    return jobs, finish, rows, campaign
+
+
+def sweep(seeds: list[int], slots: int, history: bool) -> None:
+    """Every seed under both scheduling policies: the error per stage, scenario
+    and checkpoint (mean and worst over the seeds) and the band's coverage."""
+    print(
+        f"sweep: seeds {seeds[0]}-{seeds[-1]}, pool {slots}, history {'yes' if history else 'no'}"
+    )
+    worst_25 = 0.0
+    for policy in ("fifo", "downstream"):
+        table: dict = {}
+        inside = total = 0
+        for seed in seeds:
+            _, _, rows, _ = score(seed, slots, policy, history)
+            for r in rows:
+                table.setdefault((r["stage"], r["q"]), []).append(r["error"])
+                if r["inside"] is not None:
+                    inside += r["inside"]
+                    total += 1
+        print(f"  policy {policy}: error mean / worst over {len(seeds)} seeds")
+        print("    stage     25 %           50 %           75 %")
+        for spec in STAGES:
+            cells = []
+            for q in CHECKPOINTS:
+                v = table.get((spec.name, q), [])
+                cells.append(f"{sum(v) / len(v):.3f} / {max(v):.3f}" if v else "—")
+                if q == 0.25 and v:
+                    worst_25 = max(worst_25, max(v))
+            print(f"    {spec.name:<8}  " + "  ".join(f"{c:<13}" for c in cells))
+        print(f"    band coverage {inside}/{total}")
+    print(f"worst stage error at 25 % over all seeds and policies: {worst_25:.3f}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1)
@@ -282,8 +386,19 @@ def main(argv=None) -> None:
         action="store_true",
         help="no earlier campaign of the same job types (stages are unknown until they start)",
     )
+    parser.add_argument(
+        "--sweep",
+        metavar="N",
+        type=int,
+        default=0,
+        help="instead: seeds 1..N under both policies, a table per stage and checkpoint",
+    )
     args = parser.parse_args(argv)
     began = time.monotonic()
+    if args.sweep:
+        sweep(list(range(1, args.sweep + 1)), args.slots, not args.no_history)
+        print(f"elapsed {time.monotonic() - began:.1f} s")
+        return
 
     print("bench.eta: replay a finished campaign through prodmon.progress.eta")
     print(machine())
@@ -301,61 +416,35 @@ def main(argv=None) -> None:
             + (f"; needs {spec.parent} (x{spec.fan_in})" if spec.parent else "")
             + f"; complete at {spec.completion_pct}%"
         )
-
-    jobs = simulate(args.seed, args.slots, args.policy)
-    histories = (
-        None if args.no_history else job_type_histories(args.seed + 1000, args.slots, args.policy)
-    )
     print(
         "job-type history: "
-        + ("none" if histories is None else f"an earlier campaign (seed {args.seed + 1000})")
+        + ("none" if args.no_history else f"an earlier campaign (seed {args.seed + 1000})")
     )
-    params = EtaParams()
+    jobs, finish, rows, campaign = score(args.seed, args.slots, args.policy, not args.no_history)
     done = [sorted(j.done_at for j in stage if j.done_at is not None) for stage in jobs]
-    finish = [crossing(done[si], target_of(spec)) for si, spec in enumerate(STAGES)]
     attempts = sum(len(j.attempts) for stage in jobs for j in stage)
     print(f"simulated {attempts} attempts; stage finishes (to target):")
     for si, spec in enumerate(STAGES):
         print(f"  {spec.name:<6} finished at {fmt_h(finish[si])}  ({len(done[si])} succeeded)")
-
+    for spec, f in zip(STAGES, finish, strict=True):
+        if f is None:
+            print(f"  {spec.name}: never reached its target; skipped")
     errors = {q: [] for q in CHECKPOINTS}
     inside = total = 0
     print("checkpoint  stage   now        predicted  actual     rel.error  in band")
-    for si, spec in enumerate(STAGES):
-        if finish[si] is None:
-            print(f"  {spec.name}: never reached its target; skipped")
-            continue
-        for q in CHECKPOINTS:
-            t = crossing(done[si], math.ceil(q * target_of(spec)))
-            etas, _ = estimate_campaign(snapshots_at(jobs, t, histories), t, params)
-            est = etas[si]
-            if est.eta is None:
-                err = 1.0  # an unknown counts as fully wrong
-                band = "unknown"
-            else:
-                err = abs(est.eta - finish[si]) / (finish[si] - t)
-                ok = est.low <= finish[si] <= est.high
-                inside += ok
-                total += 1
-                band = f"{'yes' if ok else 'no '} [{fmt_h(est.low)} .. {fmt_h(est.high)}]"
-            errors[q].append(err)
-            print(
-                f"  {q:>4.0%}     {spec.name:<6} {fmt_h(t)}  {fmt_h(est.eta)}  "
-                f"{fmt_h(finish[si])}  {err:9.3f}  {band}"
-            )
-
-    # The campaign as a whole: its ETA is the last stage's.
-    camp_done = sorted(x for stage in done for x in stage)
-    camp_target = sum(target_of(s) for s in STAGES)
-    camp_finish = max(f for f in finish if f is not None)
-    line = []
-    for q in CHECKPOINTS:
-        t = crossing(camp_done, math.ceil(q * camp_target))
-        _, camp = estimate_campaign(snapshots_at(jobs, t, histories), t, params)
-        if camp.eta is None:
-            line.append(f"{q:.0%}: unknown ({camp.reason})")
+    for r in rows:
+        errors[r["q"]].append(r["error"])
+        if r["inside"] is None:
+            band = "unknown"
         else:
-            line.append(f"{q:.0%}: {abs(camp.eta - camp_finish) / (camp_finish - t):.3f}")
+            inside += r["inside"]
+            total += 1
+            band = f"{'yes' if r['inside'] else 'no '} [{fmt_h(r['low'])} .. {fmt_h(r['high'])}]"
+        print(
+            f"  {r['q']:>4.0%}     {r['stage']:<6} {fmt_h(r['now'])}  {fmt_h(r['eta'])}  "
+            f"{fmt_h(r['actual'])}  {r['error']:9.3f}  {band}"
+        )
+    line = [f"{q:.0%}: " + ("unknown" if v is None else f"{v:.3f}") for q, v in campaign.items()]
     print("campaign ETA relative error at campaign " + ", ".join(line))
     if total:
         print(f"band coverage: {inside}/{total} actual finishes inside the predicted band")

@@ -37,6 +37,8 @@ DEFAULTS = {
     "PRODMON_SPIKE_MIN_ATTEMPTS": 20,
     "PRODMON_SPIKE_MIN_INCREASE": 0.15,  # absolute rise of the failure rate
     "PRODMON_SPIKE_COOLDOWN_HOURS": 6,
+    # Embedded mode (no broker): the in-process sweeper's period; 0 turns it off.
+    "PRODMON_EMBEDDED_SWEEP_SECONDS": 60,
     # Reports
     "PRODMON_REPORT_ERROR_GROUPING": "auto",  # auto | exit_code | triage
     "PRODMON_PUBLIC_URL": "",  # prefix for links in e-mails, e.g. https://prodmon.example.org

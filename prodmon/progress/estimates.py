@@ -110,14 +110,20 @@ class EtaView:
         return self.status == eta_core.ESTIMATED
 
     @property
+    def is_stalled(self) -> bool:
+        return self.status == eta_core.STALLED
+
+    @property
     def remaining_s(self) -> float | None:
         return None if self.at is None else (self.at - self.now).total_seconds()
 
     @property
     def label(self) -> str:
-        """'in 5h 20m', 'done', 'unknown'."""
+        """'in 5h 20m', 'done', 'stalled', 'unknown'."""
         if self.is_done:
             return "done"
+        if self.is_stalled:
+            return "stalled"
         if not self.is_estimated:
             return "unknown"
         return f"in {human_duration(self.remaining_s)}"
@@ -281,6 +287,43 @@ def _job_type_histories(
     return out
 
 
+def experiment_pool_histories(
+    *, experiment_ids: set[int], now: dt.datetime, params: eta_core.EtaParams
+) -> dict[int, list[tuple[int, eta_core.AttemptSpan]]]:
+    """Each experiment's attempts of the last `profile_days` (every campaign),
+    as (campaign id, span), from which the estimator learns the hour-of-day
+    profile of its slots: one query however many experiments."""
+    out: dict[int, list[tuple[int, eta_core.AttemptSpan]]] = {e: [] for e in experiment_ids}
+    if not experiment_ids:
+        return out
+    since = now - dt.timedelta(days=params.profile_days)
+    lost_before = now - dt.timedelta(hours=float(setting("PRODMON_ETA_LOST_AFTER_HOURS")))
+    rows = (
+        Attempt.objects.filter(
+            job__stage__campaign__experiment_id__in=experiment_ids,
+            started_at__isnull=False,
+            started_at__lte=now,
+        )
+        .filter(
+            Q(ended_at__gte=since)
+            | (
+                Q(status=Attempt.Status.RUNNING, ended_at__isnull=True)
+                & (Q(last_heartbeat_at__gte=lost_before) | Q(last_heartbeat_at__isnull=True))
+            )
+        )
+        .values_list(
+            "job__stage__campaign__experiment_id",
+            "job__stage__campaign_id",
+            "started_at",
+            "ended_at",
+        )
+    )
+    for exp, campaign_id, started, ended in rows.iterator(chunk_size=5000):
+        span = eta_core.AttemptSpan(_ts(started), _ts(max(ended, started)) if ended else None)
+        out[exp].append((campaign_id, span))
+    return out
+
+
 def campaign_snapshots(
     *, campaigns: list[Campaign], now: dt.datetime, params: eta_core.EtaParams
 ) -> dict[int, tuple[list[eta_core.StageSnapshot], dict[int, str]]]:
@@ -324,8 +367,10 @@ def campaign_snapshots(
                 succeeded=c[Job.State.SUCCEEDED],
                 parents=tuple(d.pk for d in s.depends_on.all()),
                 max_attempts=round(max_attempts.get(s.pk) or 3),
-                # Failed jobs with attempts left are assumed to be retried.
-                queued_jobs=c[Job.State.PENDING] + c[Job.State.QUEUED] + c[Job.State.FAILED] - exh,
+                queued_jobs=c[Job.State.PENDING] + c[Job.State.QUEUED],
+                # Failed jobs with attempts left: retried while the stage has other
+                # work in play; with none, the stage is stalled (needs recovery).
+                retry_jobs=max(c[Job.State.FAILED] - exh, 0),
                 running_jobs=c[Job.State.RUNNING],
                 exhausted_jobs=exh,
                 active=s.state not in INACTIVE_STAGE_STATES,
@@ -361,10 +406,15 @@ def campaigns_estimate(
     now = now or timezone.now()
     params = eta_params()
     inputs = campaign_snapshots(campaigns=todo, now=now, params=params)
+    pools = experiment_pool_histories(
+        experiment_ids={c.experiment_id for c in todo}, now=now, params=params
+    )
     fresh = {}
     for c in todo:
         snaps, names = inputs[c.pk]
-        stage_etas, campaign_eta = eta_core.estimate_campaign(snaps, _ts(now), params)
+        # The pool's other campaigns: the campaign's own attempts are in snaps.
+        others = [span for cid, span in pools[c.experiment_id] if cid != c.pk]
+        stage_etas, campaign_eta = eta_core.estimate_campaign(snaps, _ts(now), params, others)
         results[c.pk] = fresh[_cache_key(c)] = CampaignEstimate(
             computed_at=now,
             campaign=EtaView.from_eta(campaign_eta, now, names),

@@ -45,10 +45,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 HOUR = 3600.0
+DAY = 24 * HOUR
 
 DONE = "done"
 ESTIMATED = "estimated"
 UNKNOWN = "unknown"
+STALLED = "stalled"  # below its target with nothing running, queued or still to come
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,12 @@ class StageSnapshot:
     succeeded: int
     parents: tuple[int, ...] = ()
     max_attempts: int = 3
-    queued_jobs: int = 0  # created, not succeeded, not running, attempts left
+    queued_jobs: int = 0  # waiting to run: created or submitted, not running yet
     running_jobs: int = 0
+    # Failed with attempts left: they run again only if something retries them.
+    # While the stage has other work they are assumed to be retried (a batch
+    # system or a shifter does); with nothing else in play the stage is stalled.
+    retry_jobs: int = 0
     exhausted_jobs: int = 0  # failed with no attempts left
     active: bool = True  # False while held or aborted
     first_started: float | None = None
@@ -109,7 +115,8 @@ class StageSnapshot:
             - self.succeeded
             - self.exhausted_jobs
             - self.running_jobs
-            - self.queued_jobs,
+            - self.queued_jobs
+            - self.retry_jobs,
             0,
         )
 
@@ -126,6 +133,9 @@ class EtaParams:
     systematic: float = 0.10  # extra relative width of the band (bench-calibrated)
     fluctuation_hours: float = 6.0  # slot-count fluctuations are correlated this long
     horizon_s: float = 365 * 24 * HOUR  # a replay never runs past this
+    profile_days: float = 7.0  # the hour-of-day slot profile looks back this far
+    profile_min_hours: int = 18  # hours of the day it must have seen to be used
+    level_half_life_s: float = 6 * HOUR  # recent hours weigh more in the slot level
     seed: int = 12345
 
 
@@ -308,24 +318,87 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
+def hour_of_day(t: float) -> int:
+    return int((t % DAY) // HOUR)
+
+
+def hourly_envelope(spans: Iterable[AttemptSpan], now: float, days: float) -> list[float | None]:
+    """For each hour of the day (UTC), the most slots in use in that hour on
+    any of the last `days` days (None: not seen). The pool gave at least that
+    many; the maximum ignores hours in which there was simply no work."""
+    end = math.floor(now / HOUR) * HOUR  # full hours only
+    start = end - days * DAY
+    spans = [s for s in spans if (s.ended is None or s.ended > start) and s.started < end]
+    if not spans:
+        return [None] * 24
+    first = math.floor(min(s.started for s in spans) / HOUR) * HOUR
+    start = max(start, first)
+    if end <= start:
+        return [None] * 24
+    envelope: list[float | None] = [None] * 24
+    for i, busy in enumerate(busy_slots(spans, start, end, HOUR)):
+        h = hour_of_day(start + i * HOUR)
+        envelope[h] = busy if envelope[h] is None else max(envelope[h], busy)
+    return envelope
+
+
+def slot_shape(envelope: Sequence[float | None], min_hours: int) -> tuple[float, ...] | None:
+    """The hour-of-day profile of the pool, normalised to a mean of 1, from an
+    hourly envelope; unseen hours are interpolated from their neighbours.
+    None when too few hours of the day have been seen."""
+    seen = [h for h in range(24) if envelope[h] is not None and envelope[h] > 0]
+    if len(seen) < min_hours:
+        return None
+    values = []
+    for h in range(24):
+        if h in seen:
+            values.append(envelope[h])
+            continue
+        before = max((x for x in seen if x < h), default=seen[-1] - 24)
+        after = min((x for x in seen if x > h), default=seen[0] + 24)
+        a, b = envelope[before % 24], envelope[after % 24]
+        values.append(a + (b - a) * (h - before) / (after - before))
+    mean = sum(values) / 24
+    return tuple(v / mean for v in values)
+
+
 @dataclass(frozen=True)
 class SlotPool:
-    """The campaign's slots: their average over the whole window and how they
-    were shared out among the stages recently (the current regime)."""
+    """The campaign's slots: their level (the average over the window, with
+    the hour-of-day profile divided out when one is known), the profile, and
+    how they were shared out among the stages recently (the current regime)."""
 
     mean: float
     sd: float
     bins: int
     recent_start: float
     recent_busy: float
+    shape: tuple[float, ...] | None = None
 
     def share(self, spans: Iterable[AttemptSpan], now: float) -> float:
         if self.recent_busy <= 0:
             return 0.0
         return min(_busy_seconds(spans, self.recent_start, now) / self.recent_busy, 1.0)
 
+    def factor(self, t: float) -> float:
+        """The pool at time t relative to its level (1 without a profile)."""
+        if self.shape is None:
+            return 1.0
+        x = (t % DAY) / HOUR - 0.5  # the profile's values sit at mid-hour
+        h = math.floor(x)
+        frac = x - h
+        return self.shape[h % 24] * (1 - frac) + self.shape[(h + 1) % 24] * frac
 
-def slot_pool(stages: Sequence[StageSnapshot], now: float, params: EtaParams) -> SlotPool | None:
+
+def slot_pool(
+    stages: Sequence[StageSnapshot],
+    now: float,
+    params: EtaParams,
+    pool_history: Sequence[AttemptSpan] = (),
+) -> SlotPool | None:
+    """The campaign's slot pool. `pool_history`: earlier attempts on the same
+    pool (the experiment's last days, other campaigns included), from which,
+    with the campaign's own, the hour-of-day profile is learned."""
     spans = [sp for s in stages for sp in s.spans]
     firsts = [s.first_started for s in stages if s.first_started is not None]
     start = now - params.window_s
@@ -333,19 +406,39 @@ def slot_pool(stages: Sequence[StageSnapshot], now: float, params: EtaParams) ->
         start = max(start, min(firsts))
     if now - start <= 0:
         return None
+    shape = slot_shape(
+        hourly_envelope([*pool_history, *spans], now, params.profile_days),
+        params.profile_min_hours,
+    )
     # Hour bins once there is a day of history; finer while the campaign is
     # young, so the spread is still estimated from a dozen bins.
-    bins = busy_slots(spans, start, now, min(HOUR, max((now - start) / 12, 60.0)))
-    mean = sum(bins) / len(bins)
-    if mean <= 0:
+    width = min(HOUR, max((now - start) / 12, 60.0))
+    bins = busy_slots(spans, start, now, width)
+    if not bins or sum(bins) <= 0:
         return None
+    if shape is None:
+        levels = bins
+    else:
+        # Divide the profile out: what the pool gives at its average hour.
+        step = (now - start) / len(bins)
+        base = SlotPool(0, 0, 0, 0, 0, shape)
+        levels = [b / base.factor(start + (i + 0.5) * step) for i, b in enumerate(bins)]
+    # Recent hours weigh more: a pool that shrinks (a weekend, a site down)
+    # is followed within hours; the profile already accounts for the night.
+    step = (now - start) / len(levels)
+    weights = [
+        0.5 ** ((now - (start + (i + 0.5) * step)) / params.level_half_life_s)
+        for i in range(len(levels))
+    ]
+    mean = sum(w * v for w, v in zip(weights, levels, strict=True)) / sum(weights)
     recent_start = max(now - params.share_window_s, start)
     return SlotPool(
         mean=mean,
-        sd=_mean_sd(bins)[1] if len(bins) > 1 else mean * 0.5,
-        bins=len(bins),
+        sd=_mean_sd(levels)[1] if len(levels) > 1 else mean * 0.5,
+        bins=len(levels),
         recent_start=recent_start,
         recent_busy=_busy_seconds(spans, recent_start, now),
+        shape=shape,
     )
 
 
@@ -369,6 +462,26 @@ class _Model:
         return (self.successes + 1) / (self.successes + self.failures + 2)
 
 
+def _wall_cohort(
+    spans: Sequence[AttemptSpan], now: float, since: float, size: int
+) -> tuple[list[float], list[float]]:
+    """Wall times of a cohort by start: every attempt started since `since`,
+    ended or still running (censored), and further back until `size` have
+    ended. A cohort by start is a fair sample once it is long enough; the
+    latest ends are not (early in a stage the latest to end are the long
+    ones of the first wave)."""
+    walls: list[float] = []
+    censored: list[float] = []
+    for s in sorted((s for s in spans if s.started <= now), key=lambda s: -s.started):
+        if s.started < since and len(walls) >= size:
+            break
+        if s.ended is None:
+            censored.append(now - s.started)
+        else:
+            walls.append(s.wall)
+    return walls, censored
+
+
 def _model(
     snap: StageSnapshot,
     now: float,
@@ -380,10 +493,9 @@ def _model(
     ended = ended[-params.recent_ends :]
     running = [now - s.started for s in snap.spans if s.ended is None and s.started <= now]
     if len(ended) >= params.min_ends:
-        walls = [s.wall for s in ended]
         ok = sum(s.succeeded for s in ended)
         successes, failures, basis = ok, len(ended) - ok, "own"
-        censored = running
+        walls, censored = _wall_cohort(snap.spans, now, now - params.window_s, params.recent_ends)
     elif snap.job_type_history is not None and snap.job_type_history.ended >= params.min_ends:
         h = snap.job_type_history
         walls, successes, failures, basis = (
@@ -402,7 +514,7 @@ def _model(
 
     own = pool.share(snap.spans, now) * pool.mean if pool is not None else 0.0
     if own <= 0 and not open_parents:
-        if snap.queued_jobs + snap.pending_jobs > 0 and pool is not None:
+        if snap.queued_jobs + snap.retry_jobs + snap.pending_jobs > 0 and pool is not None:
             own = pool.mean  # ready and waiting for slots: assume the campaign's
         else:
             return (
@@ -445,16 +557,20 @@ def _topological(stages: Sequence[StageSnapshot]) -> list[StageSnapshot]:
 
 
 def estimate_campaign(
-    stages: Sequence[StageSnapshot], now: float, params: EtaParams | None = None
+    stages: Sequence[StageSnapshot],
+    now: float,
+    params: EtaParams | None = None,
+    pool_history: Sequence[AttemptSpan] = (),
 ) -> tuple[dict[int, Eta], Eta]:
-    """ETAs of every stage and of the whole campaign (its last stage to finish)."""
+    """ETAs of every stage and of the whole campaign (its last stage to finish).
+    `pool_history`: earlier attempts on the same pool (see slot_pool)."""
     params = params or EtaParams()
-    pool = slot_pool(stages, now, params)
+    pool = slot_pool(stages, now, params, pool_history)
     results: dict[int, Eta] = {}
     models: dict[int, _Model] = {}
     ordered = _topological(stages)
 
-    drained, pending = _drain_state(ordered)
+    drained, pending, stalled = _drain_state(ordered)
     for snap in ordered:
         remaining = max(snap.target - snap.succeeded, 0)
         eta = Eta(key=snap.key, name=snap.name, status=UNKNOWN, remaining_jobs=remaining)
@@ -477,6 +593,13 @@ def estimate_campaign(
         if not snap.active:
             eta.reason = "the stage is held"
             continue
+        if snap.key in stalled:
+            eta.status = STALLED
+            eta.reason = (
+                f"nothing running or queued, no inputs to come: {snap.retry_jobs} failed "
+                f"job{'s' if snap.retry_jobs != 1 else ''} with attempts left need a retry"
+            )
+            continue
         blocked = [p for p in open_parents if p.key not in models]
         if blocked:
             eta.reason = f"waits on {', '.join(p.name for p in blocked)}, whose finish is unknown"
@@ -490,7 +613,7 @@ def estimate_campaign(
         eta.success_prob = model.p
         eta.attempts_per_job = per_job
         eta.remaining_attempts = remaining * per_job
-        eta.slots = model.own_slots
+        eta.slots = model.own_slots * (pool.factor(now) if pool is not None else 1.0)
         eta.mean_wall_s = model.walls.mean
         eta.basis = model.basis
         if open_parents:
@@ -526,17 +649,25 @@ def _fan_in(parent: StageSnapshot, child: StageSnapshot) -> float:
     return max(parent.total_jobs / max(child.total_jobs, 1), 1.0)
 
 
-def _drain_state(ordered: list[StageSnapshot]) -> tuple[dict[int, bool], dict[int, int]]:
-    """Which stages can no longer produce outputs, and the jobs each stage
-    still waits to create.
+def _drain_state(
+    ordered: list[StageSnapshot],
+) -> tuple[dict[int, bool], dict[int, int], set[int]]:
+    """Which stages can no longer produce outputs, the jobs each stage still
+    waits to create, and which stages are stalled.
 
     A child's jobs whose inputs will never exist are not work: once every
     parent has drained, a one-to-one child can only have as many jobs as its
     parents have good ones (a merge exists if any of its inputs does).
+
+    A stage is stalled when it is below its target with nothing running, nothing
+    queued and nothing more to come from its parents: only failed jobs with
+    attempts left remain, and nothing retries them on its own. Its retries are
+    then not counted as work in play (it needs recovery, not a date).
     """
     snaps = {s.key: s for s in ordered}
     drained: dict[int, bool] = {}
     pending: dict[int, int] = {}
+    stalled: set[int] = set()
     for snap in ordered:
         parents = [snaps[k] for k in snap.parents if k in snaps]
         one_to_one = [p for p in parents if _fan_in(p, snap) < FAN_IN_MIN]
@@ -544,7 +675,13 @@ def _drain_state(ordered: list[StageSnapshot]) -> tuple[dict[int, bool], dict[in
             # A one-to-one child has at most as many jobs as its parents have
             # good outputs, now or still to come from the jobs in play.
             fraction = min(
-                (p.succeeded + p.running_jobs + p.queued_jobs + pending[p.key])
+                (
+                    p.succeeded
+                    + p.running_jobs
+                    + p.queued_jobs
+                    + (0 if p.key in stalled else p.retry_jobs)
+                    + pending[p.key]
+                )
                 / max(p.total_jobs, 1)
                 for p in one_to_one
             )
@@ -553,10 +690,18 @@ def _drain_state(ordered: list[StageSnapshot]) -> tuple[dict[int, bool], dict[in
             pending[snap.key] = max(min(snap.pending_jobs, reachable - created), 0)
         else:
             pending[snap.key] = snap.pending_jobs
-        drained[snap.key] = (
-            snap.running_jobs == 0 and snap.queued_jobs == 0 and pending[snap.key] == 0
-        )
-    return drained, pending
+        idle = snap.running_jobs == 0 and snap.queued_jobs == 0 and pending[snap.key] == 0
+        parents_drained = all(drained[p.key] for p in parents)
+        if (
+            idle
+            and parents_drained
+            and snap.active
+            and snap.retry_jobs > 0
+            and snap.succeeded < snap.target
+        ):
+            stalled.add(snap.key)
+        drained[snap.key] = idle and (snap.retry_jobs == 0 or snap.key in stalled)
+    return drained, pending, stalled
 
 
 def _summarise(eta: Eta, draws: list[float], now: float, params: EtaParams) -> None:
@@ -592,6 +737,12 @@ def _campaign_eta(
         out.eta = out.low = out.high = now
         return out
     pending = [e for e in etas if e.status != DONE]
+    stuck = [e for e in pending if e.status == STALLED]
+    if stuck:
+        out.status = STALLED
+        out.limited_by = stuck[0].key
+        out.reason = "needs recovery: " + ", ".join(e.name for e in stuck) + " stalled"
+        return out
     unknown = [e for e in pending if e.status != ESTIMATED]
     bounds = [e.eta for e in pending if e.eta is not None]
     bounds += [e.not_before for e in pending if e.not_before is not None]
@@ -628,14 +779,19 @@ def _replay(
     )
     scale = max(1, math.ceil(remaining_jobs / params.max_sim_jobs))
 
-    # Parents that still release work (in the replay) and the fan-in from each.
-    parents: list[list[tuple[int, float]]] = []
+    # Parents that still release work (in the replay), the fan-in from each,
+    # and for a merge how its parent's unresolved inputs spread over its jobs.
+    parents: list[list[tuple[int, float, float]]] = []
     children: list[list[int]] = [[] for _ in models]
     for i, m in enumerate(models):
         links = []
         for pk in m.snap.parents:
             if pk in index and not drained[pk]:
-                links.append((index[pk], _fan_in(snaps[pk], m.snap)))
+                fan_in = _fan_in(snaps[pk], m.snap)
+                spread = MERGE_SPREAD
+                if fan_in >= FAN_IN_MIN:
+                    spread = _merge_spread_now(snaps[pk], m.snap, pending_jobs, fan_in)
+                links.append((index[pk], fan_in, spread))
                 children[index[pk]].append(i)
         parents.append(links)
 
@@ -652,28 +808,69 @@ def _replay(
             1.0 / pool.bins + 1.0 / max(horizon_h / params.fluctuation_hours, 1.0)
         )
 
+    on_demand = _served_on_demand(models)
     out: dict[int, list[float]] = {k: [] for k in keys}
     for _ in range(params.draws):
         factor = min(max(rng.gauss(1.0, rel_sd), 0.3), 2.0)
-        draw = _Draw(models, parents, children, pending_jobs, scale, factor, pool_mean, rng)
+        draw = _Draw(models, parents, children, pending_jobs, scale, factor, pool_mean, rng, pool)
+        draw.on_demand = on_demand
         for k, finish in zip(keys, draw.run(now, params.horizon_s), strict=True):
             out[k].append(finish)
     return out
 
 
-# Halfway between "in order" and "at random" (bench/eta.py, seeds 1-6, chose it).
+def _served_on_demand(models: list[_Model]) -> list[bool]:
+    """Stages the pool serves first: their jobs start as soon as they are
+    ready (hardly any queued while they run) although another stage has a
+    backlog, as when a pool favours later stages. The others are served in
+    the order their jobs became ready (first come, first served: parents
+    first), beyond the share each had recently."""
+
+    def backlog(m: _Model) -> bool:
+        return m.snap.queued_jobs > max(0.5 * m.snap.running_jobs, 5)
+
+    flags = []
+    for m in models:
+        others = any(backlog(o) for o in models if o is not m)
+        quick = m.snap.queued_jobs <= max(2, 0.05 * m.snap.running_jobs)
+        flags.append(m.snap.running_jobs > 0 and quick and others)
+    return flags
+
+
+# Halfway between "in order" and "at random": used when the present state
+# says nothing about it (see _merge_spread_now).
 MERGE_SPREAD = 0.5
 
 
-def _merge_blocked(in_play: float, fan_in: float, merges: float) -> float:
-    """Merge jobs held back by `in_play` unresolved inputs. Inputs are mostly
-    processed in order, so those in play cluster in the last groups (in_play /
-    fan_in groups); stragglers spread at random (each blocks its own group).
-    The truth is in between."""
+def _merge_bounds(in_play: float, fan_in: float, merges: float) -> tuple[float, float]:
+    """Merge jobs held back by `in_play` unresolved inputs, at the two
+    extremes: inputs in play clustered in the last groups (in_play / fan_in
+    groups), or spread at random (each straggler blocks its own group)."""
     merges = max(merges, 1.0)
     clustered = min(in_play / fan_in, merges)
     spread = merges * (1.0 - (1.0 - 1.0 / merges) ** in_play)
-    return clustered + MERGE_SPREAD * (spread - clustered)
+    return clustered, spread
+
+
+def _merge_blocked(in_play: float, fan_in: float, merges: float, where: float) -> float:
+    """Merge jobs held back, `where` of the way from clustered to spread."""
+    clustered, spread = _merge_bounds(in_play, fan_in, merges)
+    return clustered + where * (spread - clustered)
+
+
+def _merge_spread_now(
+    parent: StageSnapshot, merge: StageSnapshot, pending: dict[int, int], fan_in: float
+) -> float:
+    """Where between clustered and spread the merge's inputs in play are now:
+    the merge jobs not created yet are the ones held back. Depends on how the
+    pool orders the work (first come first served keeps inputs in order; a
+    pool that favours later stages scatters the stragglers)."""
+    in_play = parent.running_jobs + parent.queued_jobs + parent.retry_jobs + pending[parent.key]
+    clustered, spread = _merge_bounds(in_play, fan_in, merge.total_jobs)
+    if in_play < 1 or spread - clustered < 2:
+        return MERGE_SPREAD  # nothing to learn from
+    held = merge.pending_jobs
+    return min(max((held - clustered) / (spread - clustered), 0.0), 1.0)
 
 
 class _Draw:
@@ -683,13 +880,14 @@ class _Draw:
     def __init__(
         self,
         models: list[_Model],
-        parents: list[list[tuple[int, float]]],
+        parents: list[list[tuple[int, float, float]]],
         children: list[list[int]],
         pending_jobs: dict[int, int],
         scale: int,
         factor: float,
         pool_mean: float,
         rng: random.Random,
+        pool: SlotPool | None = None,
     ):
         n = len(models)
         self.models, self.parents, self.children, self.rng = models, parents, children, rng
@@ -699,6 +897,8 @@ class _Draw:
         # leaves idle goes to a stage with a queue (the pool is shared).
         self.cap = [m.own_slots * factor / scale for m in models]
         self.pool_cap = max(pool_mean * factor / scale, sum(self.cap), 0.5)
+        self.pool = pool
+        self.on_demand = [False] * n
         self.total = [m.snap.total_jobs / scale for m in models]
         self.good = [m.snap.succeeded / scale for m in models]
         self.need = [math.ceil((m.snap.target - m.snap.succeeded) / scale) for m in models]
@@ -712,12 +912,16 @@ class _Draw:
         self.pending: list[float] = []
         for i, m in enumerate(models):
             self.queue.append(deque([m.snap.max_attempts] * round(m.snap.queued_jobs / scale)))
+            retries = max(m.snap.max_attempts - 1, 1)
+            self.queue[i].extend([retries] * round(m.snap.retry_jobs / scale))
             waiting = pending_jobs[m.snap.key] / scale
             if not parents[i]:
                 self.queue[i].extend([m.snap.max_attempts] * round(waiting))
                 waiting = 0
             self.pending.append(waiting)
-        self.released = [self.total[i] - self.pending[i] for i in range(n)]
+        # Created so far. Not total - pending: jobs whose inputs will never
+        # exist (dropped from pending by _drain_state) were never released.
+        self.released = [(m.snap.total_jobs - m.snap.pending_jobs) / scale for m in models]
 
     def _push(self, t: float, i: int, attempts_left: int) -> None:
         self.seq += 1
@@ -727,12 +931,21 @@ class _Draw:
         self.busy += 1
 
     def _dispatch(self, t: float) -> None:
-        while self.busy < self.pool_cap - 0.5:
+        # The pool follows its hour-of-day profile (when one is known).
+        hourly = self.pool.factor(t) if self.pool is not None else 1.0
+        while self.busy < self.pool_cap * hourly - 0.5:
             waiting = [i for i in range(self.n) if self.queue[i]]
             if not waiting:
                 return
-            # The stage furthest below its guaranteed share goes first.
-            i = min(waiting, key=lambda j: self.running[j] - self.cap[j])
+            urgent = [i for i in waiting if self.on_demand[i]]
+            below = [i for i in waiting if self.running[i] < self.cap[i] * hourly - 0.5]
+            if urgent:
+                i = urgent[-1]  # the pool's favourites, latest stage first
+            elif below:
+                # The stage furthest below its recent share goes first.
+                i = min(below, key=lambda j: self.running[j] - self.cap[j] * hourly)
+            else:
+                i = waiting[0]  # then first come, first served: parents first
             left = self.queue[i].popleft()
             self._push(t + self.models[i].walls.sample(self.rng), i, left - 1)
 
@@ -749,8 +962,9 @@ class _Draw:
             fraction = min(
                 min(self.good[p] / max(self.total[p], 1e-9), 1.0)
                 if fan_in < FAN_IN_MIN
-                else 1.0 - _merge_blocked(self._in_play(p), fan_in, self.total[c]) / self.total[c]
-                for p, fan_in in links
+                else 1.0
+                - _merge_blocked(self._in_play(p), fan_in, self.total[c], where) / self.total[c]
+                for p, fan_in, where in links
             )
             ready = min(self.total[c] * fraction - self.released[c] + 1e-9, self.pending[c])
             if ready >= 1:
@@ -758,10 +972,10 @@ class _Draw:
                 self.released[c] += k
                 self.pending[c] -= k
                 self.queue[c].extend([self.models[c].snap.max_attempts] * k)
-            if self.pending[c] > 0 and all(self._in_play(p) < 1 for p, _ in links):
+            if self.pending[c] > 0 and all(self._in_play(p) < 1 for p, _, _ in links):
                 # Nothing more can come: a merge runs on whatever inputs exist;
                 # a one-to-one child still pending has no input.
-                if any(fan_in >= FAN_IN_MIN for _, fan_in in links):
+                if any(fan_in >= FAN_IN_MIN for _, fan_in, _ in links):
                     attempts = self.models[c].snap.max_attempts
                     self.queue[c].extend([attempts] * round(self.pending[c]))
                 self.pending[c] = 0

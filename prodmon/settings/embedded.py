@@ -57,6 +57,12 @@ CELERY_TASK_EAGER_PROPAGATES = True
 if not CELERY_BROKER_URL:
     CELERY_BROKER_URL = "memory://"
 CELERY_RESULT_BACKEND = None
+# No beat either: the progress sweep (notification retries, missed "done"
+# checks) runs on a thread each serving process starts at its first request,
+# one sweep at a time on the machine (prodmon/progress/runner.py). 0: off.
+PRODMON_EMBEDDED_SWEEP_SECONDS = env.int("PRODMON_EMBEDDED_SWEEP_SECONDS", default=60)
+if CELERY_TASK_ALWAYS_EAGER:
+    MIDDLEWARE = [*MIDDLEWARE, "prodmon.progress.runner.EmbeddedSweepMiddleware"]  # noqa: F405
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 if env.str("REDIS_CACHE_URL", default=""):

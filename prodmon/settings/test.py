@@ -11,3 +11,5 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 PRODMON_REQUIRE_SERVICES = env.bool("PRODMON_REQUIRE_SERVICES", default=False)
 # Eager in the unit tests regardless of the broker; the worker tests flip it.
 CELERY_TASK_ALWAYS_EAGER = True
+# No background sweeper thread in the tests; tests/progress/test_embedded_sweep.py starts one.
+PRODMON_EMBEDDED_SWEEP_SECONDS = 0

@@ -8,18 +8,26 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from prodmon.models import Job
 from prodmon.progress import estimates
 from prodmon.progress.eta import (
     DONE,
     ESTIMATED,
+    STALLED,
     UNKNOWN,
     AttemptSpan,
+    EtaParams,
     History,
     StageSnapshot,
     WallDistribution,
+    _model,
+    _served_on_demand,
     attempts_per_job,
     estimate_campaign,
+    hourly_envelope,
     reprocessing_estimate,
+    slot_pool,
+    slot_shape,
 )
 from tests.progress.conftest import NOW, timeline
 
@@ -75,8 +83,8 @@ def steady(
     )
 
 
-def hours_left(eta) -> float:
-    return (eta.eta - T0) / HOUR
+def hours_left(eta, now: float = T0) -> float:
+    return (eta.eta - now) / HOUR
 
 
 def test_it_estimates_a_linear_throughput_within_tolerance():
@@ -116,6 +124,54 @@ def test_it_reports_a_stage_at_its_target_as_done():
     stages, campaign = estimate_campaign([snap], T0)
     assert stages[1].status == DONE
     assert campaign.status == DONE
+
+
+def idle(snap: StageSnapshot, **changes) -> StageSnapshot:
+    """The same stage after everything running has ended: no slot is held."""
+    import dataclasses
+
+    spans = tuple(
+        AttemptSpan(s.started, s.ended or T0 - 60, False) if s.ended is None else s
+        for s in snap.spans
+    )
+    return dataclasses.replace(snap, spans=spans, running_jobs=0, queued_jobs=0, **changes)
+
+
+def test_it_calls_a_stage_with_only_unretried_failures_stalled_not_a_date():
+    # 90 of 100 good, 10 failed with attempts left, nothing running or queued,
+    # no parent: nothing will happen unless someone retries them.
+    snap = idle(steady(succeeded=90, target=95), retry_jobs=10)
+    stages, campaign = estimate_campaign([snap], T0)
+    assert stages[1].status == STALLED
+    assert stages[1].eta is None
+    assert stages[1].low is None
+    assert "10 failed jobs" in stages[1].reason
+    assert "need a retry" in stages[1].reason
+    assert campaign.status == STALLED
+    assert campaign.eta is None
+    assert "gen" in campaign.reason
+    # The same failures while the stage still has work running: they are
+    # assumed to be retried, and the stage gets a date.
+    busy = steady(succeeded=80, target=95, queued=0)
+    busy = StageSnapshot(**{**busy.__dict__, "retry_jobs": 10})
+    stages, _ = estimate_campaign([busy], T0)
+    assert stages[1].status == ESTIMATED
+    assert stages[1].remaining_attempts >= 15
+
+
+def test_it_does_not_stall_a_stage_whose_parent_still_sends_inputs():
+    parent = steady(key=1, name="gen", succeeded=40)
+    child = idle(
+        steady(key=2, name="reco", total=35, succeeded=30, parents=(1,), seed=2), retry_jobs=5
+    )
+    stages, _ = estimate_campaign([parent, child], T0)
+    assert stages[2].status == ESTIMATED
+    # Once the parent has drained, the same child is stalled.
+    done_parent = idle(steady(key=1, name="gen", succeeded=100, queued=0))
+    stages, campaign = estimate_campaign([done_parent, child], T0)
+    assert stages[1].status == DONE
+    assert stages[2].status == STALLED
+    assert campaign.status == STALLED
 
 
 def test_it_inflates_remaining_work_by_the_failure_rate():
@@ -260,6 +316,33 @@ def test_it_shows_estimates_on_the_campaign_page(client, member, gen, reco):
 
 
 @pytest.mark.django_db
+def test_it_shows_a_stage_with_nothing_running_below_its_target_as_stalled(
+    client, member, gen, reco
+):
+    # The demo's gen stage: most jobs good, a few failed once (attempts left),
+    # nothing running or queued. That is no "in 0m": it needs recovery.
+    now = timezone.now()
+    timeline(gen, done=92, rate_per_hour=30, wall_h=0.01, now=now)
+    failed = timeline(gen, done=0, queued=8, now=now, prefix="bad")
+    Job.objects.filter(pk__in=[j.pk for j in failed]).update(state=Job.State.FAILED)
+    client.force_login(member)
+    for url in (reverse("campaign-list"), gen.campaign.get_absolute_url()):
+        html = client.get(url).content.decode()
+        assert "in 0m" not in html
+        assert 'class="eta stalled"' in html or 'class="value stalled"' in html
+    html = client.get(gen.campaign.get_absolute_url()).content.decode()
+    assert "8 failed jobs with attempts left need a retry" in html
+    assert reverse("stage-recovery", args=[gen.pk]) in html
+    html = client.get(reverse("progress-stage", args=[gen.pk])).content.decode()
+    assert "<dt>Why stalled</dt>" in html
+    assert 'class="eta stalled"' in html
+    data = client.get(reverse("api-campaign-progress", args=[gen.campaign.pk])).json()
+    assert data["stages"][0]["eta"]["status"] == "stalled"
+    assert data["stages"][0]["eta"]["eta"] is None
+    assert data["eta"]["status"] == "stalled"
+
+
+@pytest.mark.django_db
 def test_it_serves_the_estimate_as_json(client, member, gen, reco):
     timeline(gen, done=40, running=10, queued=50, now=timezone.now())
     client.force_login(member)
@@ -314,3 +397,158 @@ def test_it_meets_the_benchmark_target_at_25_percent(stage):
     assert finish - t > 3 * HOUR
     assert abs(stages[stage].eta - finish) / (finish - t) < 0.15
     assert stages[stage].low <= finish <= stages[stage].high
+
+
+# --- slots that follow the hour of the day, the pool's order, stragglers ----------------------
+
+DAY = 24 * HOUR
+MIDNIGHT = 1_000_000 * DAY  # a UTC midnight, so hours of the day are easy to read
+
+
+def day_night_history(days: int, day_slots: int, night_slots: int) -> list[AttemptSpan]:
+    """Earlier campaigns on the same pool: `day_slots` busy 06:00-18:00 UTC,
+    `night_slots` otherwise, in one-hour attempts, for `days` days."""
+    spans = []
+    for d in range(days):
+        for h in range(24):
+            start = MIDNIGHT - (days - d) * DAY + h * HOUR
+            n = day_slots if 6 <= h < 18 else night_slots
+            spans += [AttemptSpan(start, start + HOUR, True)] * n
+    return spans
+
+
+def daytime_stage(now: float, slots: int = 100, remaining: int = 2400) -> StageSnapshot:
+    """A stage that started at 08:00 today and has had `slots` one-hour
+    attempts running all day; `remaining` jobs to go."""
+    spans = []
+    t = MIDNIGHT + 8 * HOUR
+    while t + HOUR <= now:
+        spans += [AttemptSpan(t, t + HOUR, True)] * slots
+        t += HOUR
+    spans += [AttemptSpan(t, None)] * slots
+    done = len(spans) - slots
+    return StageSnapshot(
+        key=1,
+        name="gen",
+        total_jobs=done + remaining,
+        target=done + remaining,
+        succeeded=done,
+        queued_jobs=remaining - slots,
+        running_jobs=slots,
+        first_started=MIDNIGHT + 8 * HOUR,
+        spans=tuple(spans),
+    )
+
+
+def test_it_learns_the_hour_of_day_profile_and_expects_the_night():
+    now = MIDNIGHT + 14 * HOUR
+    stage = daytime_stage(now)
+    history = day_night_history(days=4, day_slots=100, night_slots=40)
+    envelope = hourly_envelope([*history, *stage.spans], now, 7)
+    shape = slot_shape(envelope, 18)
+    assert shape is not None
+    assert shape[12] / shape[2] == pytest.approx(100 / 40, rel=0.02)
+    assert sum(shape) / 24 == pytest.approx(1.0)
+    # Seen only by day, the campaign alone looks like 100 slots round the clock
+    # (2400 one-hour jobs: a day). Knowing the pool, the night is slower:
+    # 100 slots 06:00-18:00 and 40 otherwise: 400 jobs by 18:00, 880 by
+    # 06:00, 2080 by 18:00 the next day, the last 320 by 02:00: 36 h.
+    flat, _ = estimate_campaign([stage], now)
+    profiled, _ = estimate_campaign([stage], now, pool_history=history)
+    assert hours_left(flat[1], now) == pytest.approx(24, rel=0.1)
+    assert hours_left(profiled[1], now) == pytest.approx(36, rel=0.1)
+    assert profiled[1].slots == pytest.approx(100, rel=0.1)  # what it has now, at 14:00
+
+
+def test_it_uses_no_profile_from_less_than_most_of_a_day():
+    now = MIDNIGHT + 14 * HOUR
+    stage = daytime_stage(now)  # six hours of the day seen
+    assert slot_shape(hourly_envelope(stage.spans, now, 7), 18) is None
+    assert slot_pool([stage], now, EtaParams()).factor(now) == 1.0
+
+
+def test_it_releases_a_childs_jobs_when_its_parents_stragglers_succeed():
+    # The parent: 90 good, 5 exhausted (their children will never exist), 5
+    # still running. The child: 88 good, 2 running, and it needs 93: the
+    # stragglers' children. They must be released when the stragglers end.
+    parent = StageSnapshot(
+        key=1,
+        name="sim",
+        total_jobs=100,
+        target=95,
+        succeeded=90,
+        exhausted_jobs=5,
+        running_jobs=5,
+        spans=tuple(
+            [AttemptSpan(T0 - 8 * HOUR + i * 600, T0 - 7 * HOUR + i * 600, True) for i in range(40)]
+            + [AttemptSpan(T0 - 0.5 * HOUR, None)] * 5
+        ),
+        first_started=T0 - 8 * HOUR,
+    )
+    child = StageSnapshot(
+        key=2,
+        name="reco",
+        total_jobs=100,
+        target=93,
+        succeeded=88,
+        running_jobs=2,
+        parents=(1,),
+        spans=tuple(
+            [
+                AttemptSpan(T0 - 6 * HOUR + i * 600, T0 - 5.5 * HOUR + i * 600, True)
+                for i in range(30)
+            ]
+            + [AttemptSpan(T0 - 0.2 * HOUR, None)] * 2
+        ),
+        first_started=T0 - 6 * HOUR,
+    )
+    stages, _ = estimate_campaign([parent, child], T0)
+    assert stages[2].status == ESTIMATED
+    # After the stragglers (about half an hour more) and then its own half hour.
+    assert T0 + 0.5 * HOUR < stages[2].eta < T0 + 4 * HOUR
+
+
+def test_it_serves_first_a_stage_whose_jobs_start_as_soon_as_ready():
+    backlog = steady(key=1, name="gen", total=1000, succeeded=100, slots=20)
+    quick = steady(key=2, name="sim", total=1000, succeeded=50, slots=30, parents=(1,), queued=0)
+    fifo_child = steady(
+        key=2, name="sim", total=1000, succeeded=50, slots=30, parents=(1,), queued=400
+    )
+    for child, expected in ((quick, [False, True]), (fifo_child, [False, False])):
+        pool = slot_pool([backlog, child], T0, EtaParams())
+        models = [_model(s, T0, EtaParams(), pool, False)[0] for s in (backlog, child)]
+        assert _served_on_demand(models) == expected
+
+
+def test_it_measures_wall_times_on_a_cohort_by_start_not_the_latest_ends():
+    # 100 slots since 5 h ago, back to back; half the jobs last 1 h, half 3 h
+    # (alternately, as they start): a mean of 2 h. The latest 60 ends (with
+    # the running ones censored) over-represent the long ones; a cohort by
+    # start (running ones censored) is fair.
+    spans, free, k = [], [T0 - 5 * HOUR + s * 60 for s in range(100)], 0
+    while True:
+        free.sort()
+        t = free.pop(0)
+        if t >= T0:
+            break
+        wall = HOUR if k % 2 else 3 * HOUR
+        k += 1
+        spans.append(AttemptSpan(t, t + wall if t + wall <= T0 else None, True))
+        free.append(t + wall)
+    running = [T0 - s.started for s in spans if s.ended is None]
+    latest = sorted((s for s in spans if s.ended), key=lambda s: s.ended)[-60:]
+    biased = WallDistribution([s.wall for s in latest], running).mean
+    assert biased / HOUR > 2.3  # the bias the cohort avoids
+    snap = StageSnapshot(
+        key=1,
+        name="gen",
+        total_jobs=5000,
+        target=5000,
+        succeeded=len(spans) - len(running),
+        queued_jobs=4000,
+        running_jobs=len(running),
+        first_started=T0 - 5 * HOUR,
+        spans=tuple(spans),
+    )
+    stages, _ = estimate_campaign([snap], T0, EtaParams(recent_ends=60))
+    assert stages[1].mean_wall_s / HOUR == pytest.approx(2.0, rel=0.05)
