@@ -1145,3 +1145,32 @@ def attention_job_ids(value: str, experiment_ids: set[int]) -> set[int]:
     if value == "duplicate":
         return duplicate_job_ids(experiment_ids)
     return partial_failure_job_ids(value, experiment_ids)
+
+
+def job_liveness_rows(*, job) -> list[LivenessRow]:
+    """Open attempts of one job that are lost or hung (the job page)."""
+    from triage.models import AttemptLiveness
+
+    qs = (
+        AttemptLiveness.objects.filter(attempt__job=job, attempt__status__in=OPEN)
+        .exclude(state=AttemptLiveness.State.OK)
+        .select_related("attempt__job")
+        .order_by("attempt__number")
+    )
+    return _liveness_rows(qs)
+
+
+def job_partial_failures(*, job) -> list:
+    """The job's own partial failures, and those of submissions that list its
+    input among what must be redone."""
+    from triage.models import PartialFailure
+
+    own = list(PartialFailure.objects.filter(job=job).select_related("attempt"))
+    subs = [
+        p
+        for p in PartialFailure.objects.filter(
+            stage_id=job.stage_id, job__isnull=True, resolved_at__isnull=True
+        ).select_related("submission")
+        if job.key in (p.redo or [])
+    ]
+    return sorted(own + subs, key=lambda p: (p.resolved_at is not None, -p.detected_at.timestamp()))

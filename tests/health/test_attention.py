@@ -4,49 +4,19 @@ the job table's "needs attention" filter, the campaign page's counts and the
 /attention/ page. Events go through the real ingest API."""
 
 import datetime as dt
-import json
 import uuid
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from prodmon.models import Attempt, Job
-from tests.factories import CampaignFactory, JobFactory, StageFactory
-from tests.health.conftest import client_for
+from tests.factories import CampaignFactory, JobFactory
+from tests.health.conftest import beat, client_for, complete
 from triage import selectors, services
 from triage.models import AttemptLiveness
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def reco(experiment):
-    campaign = CampaignFactory(experiment=experiment, name="mc2026")
-    return StageFactory(campaign=campaign, name="reco", job_type="art")
-
-
-@pytest.fixture
-def send(ingest_token, django_capture_on_commit_callbacks):
-    api = Client(HTTP_AUTHORIZATION=f"Bearer {ingest_token[1]}")
-
-    def post(kind, key, uid, **body):
-        ident = {"campaign": "mc2026", "stage": "reco", "job": key, "attempt": str(uid)}
-        with django_capture_on_commit_callbacks(execute=True):
-            r = api.post(
-                f"/api/v1/ingest/{kind}/",
-                json.dumps({**ident, "event_id": uuid.uuid4().hex, **body}),
-                content_type="application/json",
-            )
-        assert r.status_code == 201, r.content
-        return Attempt.objects.get(uid=uid)
-
-    return post
-
-
-def beat(send, key, uid, *, events, at):
-    return send("heartbeat", key, uid, time=at.isoformat(), metrics={"events_processed": events})
 
 
 def test_it_knows_the_event_range_a_lost_attempt_leaves_undone(send, reco, settings):
@@ -97,12 +67,6 @@ def test_it_says_the_remainder_is_unknown_without_events_expected(send, reco):
     assert row.remaining_range == ""
 
 
-def complete(send, key, **end):
-    uid = uuid.uuid4()
-    send("start", key, uid, host=end.pop("host", "wn01.fnal.gov"))
-    return send("end", key, uid, exit_code=end.pop("exit_code", 0), **end)
-
-
 def test_it_lists_duplicate_completions_with_the_chosen_attempt(send, reco):
     JobFactory(stage=reco, key="raw_0100.root")
     first = complete(send, "raw_0100.root", host="wn01.fnal.gov")
@@ -143,31 +107,6 @@ def test_it_counts_one_completion_for_progress_and_outputs(send, reco):
     assert (report.expected, report.covered, report.missing) == (1, 1, [])
     # Both runs named the input, so a merge is warned; only one counts.
     assert [d.attempts for d in report.duplicates] == [2]
-
-
-@pytest.fixture
-def stream(send, reco, settings):
-    """A campaign with one lost attempt, one hung, one duplicate completion and
-    one job-failed skim, all from events."""
-    settings.TRIAGE_HEARTBEAT_SECONDS = 60
-    settings.TRIAGE_HUNG_AFTER_SECONDS = 600
-    for key in ("lost.root", "hung.root", "dup.root", "skim.root", "fine.root"):
-        JobFactory(stage=reco, key=key, events_expected=100)
-    Job.objects.filter(key="skim.root").update(expected_outputs=["a.root", "b.root"])
-    long_ago = (timezone.now() - dt.timedelta(hours=1)).isoformat()
-    send("start", "lost.root", uuid.uuid4(), host="wn01.fnal.gov", time=long_ago)
-    hung = uuid.uuid4()
-    send("start", "hung.root", hung, host="wn02.fnal.gov")
-    complete(send, "dup.root")
-    complete(send, "dup.root")
-    complete(send, "skim.root", exit_code=139)
-    complete(send, "fine.root")
-    start = timezone.now()
-    services.liveness_sweep(now=start)
-    later = start + dt.timedelta(seconds=700)
-    Attempt.objects.filter(uid=hung).update(last_heartbeat_at=later)
-    services.liveness_sweep(now=later)
-    return reco
 
 
 def keys_for(client, **params) -> set[str]:
@@ -262,3 +201,16 @@ def test_it_shows_the_remainder_on_the_attempt_page(send, reco, people, settings
     attempt = Attempt.objects.get(uid=uid)
     html = client_for(people["viewer"]).get(attempt.get_absolute_url()).content.decode()
     assert "500 events not processed (events 301-800)" in html
+
+
+def test_it_shows_lost_attempts_and_partial_failures_on_the_job_page(stream, people):
+    viewer = client_for(people["viewer"])
+    lost = Job.objects.get(key="lost.root")
+    html = viewer.get(lost.get_absolute_url()).content.decode()
+    assert "100 events not processed (events 1-100)" in html
+    skim = Job.objects.get(key="skim.root")
+    html = viewer.get(skim.get_absolute_url()).content.decode()
+    assert 'data-kind="job-failed"' in html
+    assert "none of the 2 expected outputs appeared" in html
+    fine = Job.objects.get(key="fine.root")
+    assert 'id="attention"' not in viewer.get(fine.get_absolute_url()).content.decode()

@@ -279,3 +279,26 @@ def test_it_does_not_judge_a_submission_without_attempts():
     assert partial.submission_finding([]) is None
     every = [partial.SubmissionJob("a", True), partial.SubmissionJob("b", True)]
     assert partial.submission_finding(every) is None
+
+
+def test_it_finds_a_submission_the_batch_system_refused_through_the_sweep(skim_stage):
+    """A submit that failed ends its attempts from the batch side (no reporter
+    ever ran, so no ingest hook): the classify sweep judges them."""
+    from prodmon.actions.services.batch import attempt_end_from_batch
+    from prodmon.submission.base import BatchState, BatchStatus
+    from triage import tasks
+
+    keys = ["raw_031.root", "raw_032.root"]
+    submission, attempts = submit(skim_stage, keys)
+    for attempt in attempts.values():
+        attempt_end_from_batch(
+            attempt=attempt,
+            status=BatchStatus("", BatchState.FAILED, raw_state="submit_failed", reason="no quota"),
+            events=[],
+            kind="submit_failed",
+        )
+    assert sub_rows(submission) == []  # nothing judged yet: no hook ran
+    tasks.attempt_classify_sweep_task()
+    (row,) = sub_rows(submission)
+    assert row.kind == "submission-failed"
+    assert row.redo == keys

@@ -24,12 +24,12 @@ Significance alone makes a node *suspect*. A *black hole* also needs at least
 
 A second test looks at one error class alone: the node's most frequent
 failure class against that class's rate at the same site and campaign, for a
-class that is rare there (at most half the site's failure rate; a full
-scratch disk, say). It proves a node that fails only half of its jobs, but
-always the same way, much sooner than the overall rate can: with a 10 % site
-baseline, 6 failures in 16 attempts do not prove "worse than 30 %", while 6
-failures of a class the site otherwise almost never shows prove "worse than
-10 %" of that class. The class test needs the same evidence (min_failures of
+class that is rare there (at most a quarter of the site's failure rate; a
+full scratch disk, say). It proves a node that fails only half of its jobs,
+but always the same way, much sooner than the overall rate can: at a site
+failing 10 %, 7 failures in 16 attempts do not prove "worse than 30 %"
+(P = 0.90), while 7 failures of a class the site almost never shows prove
+"worse than 15 %" of that class (P = 0.998). The class test needs the same evidence (min_failures of
 that class, flag_probability) and counts only together with the
 class-concentration signature. For the site's usual failure class the rate
 test alone decides.
@@ -84,8 +84,8 @@ class Config:
     # that is rare at the site (at most class_rare_share of the site's failure
     # rate): for the site's usual failure the rate test is the right one.
     class_prior_rate: float = 0.01
-    class_min_rate: float = 0.1
-    class_rare_share: float = 0.5
+    class_min_rate: float = 0.15
+    class_rare_share: float = 0.25
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -68,3 +68,16 @@ def attempt_attention(attempt):
         "liveness": selectors.attempt_liveness_row(attempt=attempt),
         "partials": selectors.attempt_partial_failures(attempt=attempt),
     }
+
+
+@register.inclusion_tag("triage/health/_job_attention.html")
+def job_attention(job):
+    """Lost or hung attempts of the job (with the events they leave undone) and
+    its partial failures, on the job page."""
+    from triage import selectors
+
+    return {
+        "job": job,
+        "liveness": selectors.job_liveness_rows(job=job),
+        "partials": selectors.job_partial_failures(job=job),
+    }
