@@ -72,6 +72,13 @@ class JobTable(tables.Table):
 
     def render_state(self, record: Job):
         # `value` would be the choice label; the badge wants the raw state.
+        if record.duplicate_completions:
+            return format_html(
+                '{} <span class="flag" title="completed {} times; only the first good '
+                'attempt counts">duplicate</span>',
+                badge(record.state),
+                record.duplicate_completions + 1,
+            )
         return badge(record.state)
 
     def render_last_exit(self, record: Job):

@@ -992,3 +992,256 @@ def jobs_open_in_triage(*, experiment_id: int) -> QuerySet[Job]:
         .order_by()
         .values("pk")
     )
+
+
+# --- attempts that need attention: lost, hung, duplicates, partial failures (issue 5) -----
+
+OPEN = (Attempt.Status.QUEUED, Attempt.Status.RUNNING)
+
+
+@dataclass
+class LivenessRow:
+    """An open attempt the liveness sweep calls lost or hung, with the event
+    range it has not processed yet (when the job says how many it expects)."""
+
+    attempt: Attempt
+    state: str
+    since: dt.datetime
+    events_done: int | None
+    events_expected: int | None
+
+    @property
+    def events_remaining(self) -> int | None:
+        if not self.events_expected:
+            return None
+        return max(self.events_expected - (self.events_done or 0), 0)
+
+    @property
+    def remaining_range(self) -> str:
+        """'first-last' of the unprocessed events (1-based), '' when unknown."""
+        if not self.events_remaining:
+            return ""
+        return f"{(self.events_done or 0) + 1}-{self.events_expected}"
+
+
+def _liveness_rows(qs) -> list[LivenessRow]:
+    return [
+        LivenessRow(
+            attempt=row.attempt,
+            state=row.state,
+            since=row.since,
+            events_done=row.attempt.events_processed,
+            events_expected=row.attempt.job.events_expected,
+        )
+        for row in qs
+    ]
+
+
+def liveness_list(
+    *, experiment_ids: set[int], campaign_id: int | None = None, state: str = "", limit: int = 200
+) -> list[LivenessRow]:
+    """Open attempts that are lost or hung (or one of them), newest verdict first."""
+    from triage.models import AttemptLiveness
+
+    qs = AttemptLiveness.objects.filter(
+        campaign__experiment_id__in=experiment_ids, attempt__status__in=OPEN
+    ).exclude(state=AttemptLiveness.State.OK)
+    if campaign_id:
+        qs = qs.filter(campaign_id=campaign_id)
+    if state:
+        qs = qs.filter(state=state)
+    qs = qs.select_related("attempt__job__stage__campaign__experiment", "attempt__node")
+    return _liveness_rows(qs.order_by("-since", "-pk")[:limit])
+
+
+def attempt_liveness_row(*, attempt: Attempt) -> LivenessRow | None:
+    """The liveness verdict of one attempt, when the sweep has judged it."""
+    from triage.models import AttemptLiveness
+
+    qs = AttemptLiveness.objects.filter(attempt=attempt).select_related("attempt__job")
+    rows = _liveness_rows(qs)
+    return rows[0] if rows else None
+
+
+def liveness_job_ids(state: str, experiment_ids: set[int]) -> set[int]:
+    """Jobs with an open attempt in a liveness state ("lost", "hung") — the job
+    table's filter."""
+    from triage.models import AttemptLiveness
+
+    return set(
+        AttemptLiveness.objects.filter(
+            campaign__experiment_id__in=experiment_ids, state=state, attempt__status__in=OPEN
+        ).values_list("attempt__job_id", flat=True)
+    )
+
+
+@dataclass
+class DuplicateRow:
+    """A job that completed more than once: its successful attempts, and the
+    chosen one (the first good one), which alone counts for progress and outputs."""
+
+    job: object
+    attempts: list[Attempt]
+
+    @property
+    def chosen(self) -> Attempt | None:
+        return next((a for a in self.attempts if a.pk == self.job.good_attempt_id), None)
+
+    @property
+    def duplicates(self) -> list[Attempt]:
+        return [a for a in self.attempts if a.is_duplicate_completion]
+
+
+def duplicate_completion_list(
+    *, experiment_ids: set[int], campaign_id: int | None = None, limit: int = 200
+) -> list[DuplicateRow]:
+    from prodmon.models import Job
+
+    jobs = Job.objects.filter(
+        stage__campaign__experiment_id__in=experiment_ids, duplicate_completions__gt=0
+    )
+    if campaign_id:
+        jobs = jobs.filter(stage__campaign_id=campaign_id)
+    jobs = list(
+        jobs.select_related("stage__campaign__experiment").order_by("-updated_at", "-pk")[:limit]
+    )
+    by_job: dict[int, list[Attempt]] = {j.pk: [] for j in jobs}
+    for a in (
+        Attempt.objects.filter(job_id__in=list(by_job), status=Attempt.Status.SUCCEEDED)
+        .select_related("node")
+        .order_by("job_id", "ended_at", "number")
+    ):
+        by_job[a.job_id].append(a)
+    return [DuplicateRow(job=j, attempts=by_job[j.pk]) for j in jobs]
+
+
+def duplicate_job_ids(experiment_ids: set[int]) -> set[int]:
+    from prodmon.models import Job
+
+    return set(
+        Job.objects.filter(
+            stage__campaign__experiment_id__in=experiment_ids, duplicate_completions__gt=0
+        ).values_list("pk", flat=True)
+    )
+
+
+def partial_failure_list(
+    *,
+    experiment_ids: set[int],
+    campaign_id: int | None = None,
+    kind: str = "",
+    include_resolved: bool = False,
+    limit: int = 200,
+):
+    """Partial failures (the six skimming modes), open ones unless asked."""
+    from triage.models import PartialFailure
+
+    qs = PartialFailure.objects.filter(experiment_id__in=experiment_ids)
+    if campaign_id:
+        qs = qs.filter(campaign_id=campaign_id)
+    if kind:
+        qs = qs.filter(kind=kind)
+    if not include_resolved:
+        qs = qs.filter(resolved_at__isnull=True)
+    return list(
+        qs.select_related("campaign__experiment", "stage", "job", "attempt", "submission").order_by(
+            "-detected_at", "-pk"
+        )[:limit]
+    )
+
+
+def attempt_partial_failures(*, attempt: Attempt) -> list:
+    from triage.models import PartialFailure
+
+    return list(PartialFailure.objects.filter(attempt=attempt).order_by("kind"))
+
+
+def partial_failure_job_ids(kind: str, experiment_ids: set[int]) -> set[int]:
+    """Jobs with an open partial failure of a kind: the job table's filter. For
+    a submission's kinds, the jobs whose inputs it says must be redone."""
+    from prodmon.models import Job
+    from triage.models import PartialFailure
+
+    rows = PartialFailure.objects.filter(
+        experiment_id__in=experiment_ids, kind=kind, resolved_at__isnull=True
+    )
+    ids = set(rows.filter(job__isnull=False).values_list("job_id", flat=True))
+    for stage_id, redo in rows.filter(job__isnull=True).values_list("stage_id", "redo"):
+        ids |= set(Job.objects.filter(stage_id=stage_id, key__in=redo).values_list("pk", flat=True))
+    return ids
+
+
+def campaign_attention_counts(*, campaign_id: int) -> dict[str, object]:
+    """What the campaign page shows: lost and hung open attempts, jobs that
+    completed more than once (and the extra completions), and open partial
+    failures by kind."""
+    from prodmon.models import Job
+    from triage.models import PartialFailure
+
+    counts: dict[str, object] = dict(campaign_liveness_counts(campaign_id=campaign_id))
+    dup = Job.objects.filter(stage__campaign_id=campaign_id, duplicate_completions__gt=0).aggregate(
+        jobs=Count("pk"), extra=Sum("duplicate_completions")
+    )
+    counts["duplicate_jobs"] = dup["jobs"] or 0
+    counts["duplicate_completions"] = dup["extra"] or 0
+    partial = dict.fromkeys(PartialFailure.Kind.values, 0)
+    for row in (
+        PartialFailure.objects.filter(campaign_id=campaign_id, resolved_at__isnull=True)
+        .values("kind")
+        .annotate(n=Count("pk"))
+        .order_by()
+    ):
+        partial[row["kind"]] = row["n"]
+    counts["partial"] = partial
+    return counts
+
+
+ATTENTION_CHOICES = [
+    ("lost", "lost attempt"),
+    ("hung", "hung attempt"),
+    ("duplicate", "duplicate completion"),
+    ("submission-failed", "whole submission failed"),
+    ("submission-partial", "submission partly failed"),
+    ("job-failed", "job failed totally (no outputs)"),
+    ("job-partial", "job failed partly (outputs missing)"),
+    ("ended-early", "job ended early (events missing)"),
+    ("empty-output", "output with zero events (warning)"),
+]
+
+
+def attention_job_ids(value: str, experiment_ids: set[int]) -> set[int]:
+    """Job ids for the job table's "needs attention" filter."""
+    if value in ("lost", "hung"):
+        return liveness_job_ids(value, experiment_ids)
+    if value == "duplicate":
+        return duplicate_job_ids(experiment_ids)
+    return partial_failure_job_ids(value, experiment_ids)
+
+
+def job_liveness_rows(*, job) -> list[LivenessRow]:
+    """Open attempts of one job that are lost or hung (the job page)."""
+    from triage.models import AttemptLiveness
+
+    qs = (
+        AttemptLiveness.objects.filter(attempt__job=job, attempt__status__in=OPEN)
+        .exclude(state=AttemptLiveness.State.OK)
+        .select_related("attempt__job")
+        .order_by("attempt__number")
+    )
+    return _liveness_rows(qs)
+
+
+def job_partial_failures(*, job) -> list:
+    """The job's own partial failures, and those of submissions that list its
+    input among what must be redone."""
+    from triage.models import PartialFailure
+
+    own = list(PartialFailure.objects.filter(job=job).select_related("attempt"))
+    subs = [
+        p
+        for p in PartialFailure.objects.filter(
+            stage_id=job.stage_id, job__isnull=True, resolved_at__isnull=True
+        ).select_related("submission")
+        if job.key in (p.redo or [])
+    ]
+    return sorted(own + subs, key=lambda p: (p.resolved_at is not None, -p.detected_at.timestamp()))
