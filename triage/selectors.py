@@ -283,52 +283,68 @@ _core = Coalesce(F("wall_s") * F("cores"), 0.0, output_field=FloatField())
 
 
 def error_summary(*, filters: SummaryFilters, limit: int = 200) -> Summary:
-    """Failures, wall time lost, and the stage x site matrix under the filters."""
+    """Failures, wall time lost, and the stage x site matrix under the filters.
+
+    One pass over the classifications, grouped by (stage, site, class): the
+    per-class rows, the totals, the matrix cells and each cell's top class
+    are all sums over those groups (one scan instead of five at scale)."""
     qs = classification_list(filters=filters)
-    per_class = list(
-        qs.values("error_class_id")
-        .annotate(
-            n=Count("id"),
-            wall=Sum(_wall),
-            core=Sum(_core),
-            first=Min("seen_at"),
-            last=Max("seen_at"),
-            sites=Count("site", distinct=True),
-        )
-        .order_by("-wall", "-n")[:limit]
+    groups = (
+        qs.values("stage_id", "site", "error_class_id")
+        .annotate(n=Count("id"), wall=Sum(_wall), core=Sum(_core))
+        .annotate(first=Min("seen_at"), last=Max("seen_at"))
+        .order_by()
     )
-    classes = ErrorClass.objects.in_bulk([r["error_class_id"] for r in per_class])
+    per_class: dict[int, dict] = {}
+    cells: dict[tuple[int, str], MatrixCell] = {}
+    top_ids: dict[tuple[int, str], tuple[int, int]] = {}
+    total_n, total_wall = 0, 0.0
+    for g in groups.iterator(chunk_size=5000):
+        cid, n, wall = g["error_class_id"], g["n"], g["wall"] or 0.0
+        total_n += n
+        total_wall += wall
+        c = per_class.get(cid)
+        if c is None:
+            c = per_class[cid] = {
+                "n": 0, "wall": 0.0, "core": 0.0, "first": g["first"], "last": g["last"],
+                "sites": set(),
+            }  # fmt: skip
+        c["n"] += n
+        c["wall"] += wall
+        c["core"] += g["core"] or 0.0
+        c["first"] = min(c["first"], g["first"])
+        c["last"] = max(c["last"], g["last"])
+        c["sites"].add(g["site"])
+        key = (g["stage_id"], g["site"])
+        cell = cells.get(key)
+        if cell is None:
+            cell = cells[key] = MatrixCell()
+        cell.failures += n
+        cell.wall_s += wall
+        best = top_ids.get(key)
+        if best is None or n > best[1] or (n == best[1] and cid < best[0]):
+            top_ids[key] = (cid, n)
+    ranked = sorted(per_class.items(), key=lambda kv: (-kv[1]["wall"], -kv[1]["n"], kv[0]))[:limit]
+    classes = ErrorClass.objects.select_related("experiment").in_bulk(
+        {cid for cid, _ in ranked} | {cid for cid, _ in top_ids.values()}
+    )
     rows = [
         ClassRow(
-            error_class=classes[r["error_class_id"]],
-            failures=r["n"],
-            wall_s=r["wall"] or 0.0,
-            core_s=r["core"] or 0.0,
-            first_seen=r["first"],
-            last_seen=r["last"],
-            sites=r["sites"],
+            error_class=classes[cid],
+            failures=c["n"],
+            wall_s=c["wall"],
+            core_s=c["core"],
+            first_seen=c["first"],
+            last_seen=c["last"],
+            sites=len(c["sites"]),
         )
-        for r in per_class
-        if r["error_class_id"] in classes
+        for cid, c in ranked
+        if cid in classes
     ]
-    totals = qs.aggregate(n=Count("id"), wall=Sum(_wall))
-
-    cells: dict[tuple[int, str], MatrixCell] = {}
-    for r in qs.values("stage_id", "site").annotate(n=Count("id"), wall=Sum(_wall)).order_by():
-        cells[(r["stage_id"], r["site"])] = MatrixCell(failures=r["n"], wall_s=r["wall"] or 0.0)
-    top = (
-        qs.values("stage_id", "site", "error_class_id")
-        .annotate(n=Count("id"))
-        .order_by("stage_id", "site", "-n", "error_class_id")
-    )
-    top_ids: dict[tuple[int, str], tuple[int, int]] = {}
-    for r in top:
-        top_ids.setdefault((r["stage_id"], r["site"]), (r["error_class_id"], r["n"]))
-    top_classes = ErrorClass.objects.in_bulk({cid for cid, _ in top_ids.values()})
+    totals = {"n": total_n, "wall": total_wall}
     for key, (cid, n) in top_ids.items():
-        if key in cells:
-            cells[key].top_class = top_classes.get(cid)
-            cells[key].top_count = n
+        cells[key].top_class = classes.get(cid)
+        cells[key].top_count = n
     stages = list(
         Stage.objects.filter(pk__in={k[0] for k in cells})
         .select_related("campaign")
@@ -444,11 +460,17 @@ def stage_choices(*, experiment_ids: set[int]) -> QuerySet[Stage]:
 
 
 def site_choices(*, experiment_ids: set[int]) -> list[str]:
+    """Sites for the filter's suggestions: those of the nodes judged for these
+    experiments (a node-health row exists once a node has an ended attempt).
+    A DISTINCT over every classification would scan millions of rows."""
+    from triage.models import NodeHealth
+
     return sorted(
         s
-        for s in AttemptClassification.objects.filter(experiment_id__in=experiment_ids)
-        .values_list("site", flat=True)
+        for s in NodeHealth.objects.filter(experiment_id__in=experiment_ids)
+        .values_list("node__site", flat=True)
         .distinct()
+        .order_by()
         if s
     )
 
