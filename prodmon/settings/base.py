@@ -217,6 +217,8 @@ CELERY_BEAT_SCHEDULE = {
     "log-index-reconcile": {"task": "logserver.log_index_reconcile_task", "schedule": 300.0},
     "logs-retention": {"task": "logserver.logs_retention_task", "schedule": 6 * 3600.0},
     "progress-sweep": {"task": "progress.progress_sweep_task", "schedule": 300.0},
+    # Keeps campaign estimates in the cache so pages never replay (PRODMON_ETA_CACHE_SECONDS).
+    "progress-estimates-refresh": {"task": "progress.estimates_refresh_task", "schedule": 60.0},
     "progress-weekly-reports": {
         "task": "progress.weekly_reports_send_task",
         "schedule": crontab(minute=0, hour=7, day_of_week="mon"),

@@ -314,3 +314,31 @@ def test_it_meets_the_benchmark_target_at_25_percent(stage):
     assert finish - t > 3 * HOUR
     assert abs(stages[stage].eta - finish) / (finish - t) < 0.15
     assert stages[stage].low <= finish <= stages[stage].high
+
+
+# --- the estimates refresher (bench.pages: pages must not replay on the request path) ---
+
+
+@pytest.mark.django_db
+def test_the_refresher_caches_active_campaigns_so_pages_read_without_queries(
+    campaign, gen, experiment
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from prodmon.models import Campaign
+    from prodmon.progress.tasks import estimates_refresh_task
+    from tests.factories import CampaignFactory
+
+    done = CampaignFactory(experiment=experiment, name="old", state=Campaign.State.COMPLETED)
+    estimates_refresh_task()  # the beat task, run in-process
+    with CaptureQueriesContext(connection) as ctx:
+        found = estimates.campaigns_estimate(campaigns=[campaign])
+    assert len(ctx.captured_queries) == 0
+    assert campaign.pk in found
+    assert found[campaign.pk].computed_at is not None
+    # Only active campaigns are refreshed: a completed one is computed on demand.
+    with CaptureQueriesContext(connection) as ctx:
+        estimates.campaigns_estimate(campaigns=[done])
+    assert len(ctx.captured_queries) > 0
+    assert estimates.campaigns_estimate_refresh() == 1
