@@ -12,6 +12,10 @@ from prodmon import latest_attempt
 def install_and_backfill(apps, schema_editor):
     latest_attempt.backfill(schema_editor.connection)
     latest_attempt.install(schema_editor.connection)
+    if schema_editor.connection.vendor == "postgresql":
+        # Check the backfill's deferred foreign keys now: PostgreSQL refuses
+        # CREATE INDEX on a table with pending trigger events.
+        schema_editor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
 
 def uninstall(apps, schema_editor):
