@@ -342,3 +342,21 @@ def test_the_refresher_caches_active_campaigns_so_pages_read_without_queries(
         estimates.campaigns_estimate(campaigns=[done])
     assert len(ctx.captured_queries) > 0
     assert estimates.campaigns_estimate_refresh() == 1
+
+
+@pytest.mark.django_db
+def test_the_campaign_list_never_replays_on_the_request_path(client, member, campaign, gen):
+    from django.core.cache import cache
+
+    # The refresher was queued a moment ago and has not run yet: the page says
+    # so instead of computing the estimate itself.
+    cache.add(estimates.REFRESH_QUEUED_KEY, 1, timeout=60)
+    client.force_login(member)
+    html = client.get(reverse("campaign-list")).content.decode()
+    assert "ETA being computed" in html
+    assert not cache.get_many([estimates._cache_key(campaign)])
+    # Once it has run, the list shows the estimate from the cache.
+    estimates.campaigns_estimate_refresh()
+    html = client.get(reverse("campaign-list")).content.decode()
+    assert "ETA being computed" not in html
+    assert "campaign-eta" in html
