@@ -207,6 +207,8 @@ PRODMON_BATCH_END_GRACE_SECONDS = env.int("PRODMON_BATCH_END_GRACE_SECONDS", def
 TRIAGE_HEARTBEAT_SECONDS = env.int("TRIAGE_HEARTBEAT_SECONDS", default=60)
 TRIAGE_LOST_AFTER_HEARTBEATS = env.int("TRIAGE_LOST_AFTER_HEARTBEATS", default=3)
 TRIAGE_HUNG_AFTER_SECONDS = env.int("TRIAGE_HUNG_AFTER_SECONDS", default=1800)
+# The error summary (/errors/, /api/v1/errors/) is cached this long per set of filters.
+TRIAGE_SUMMARY_CACHE_SECONDS = env.int("TRIAGE_SUMMARY_CACHE_SECONDS", default=60)
 
 CELERY_BEAT_SCHEDULE = {
     "stage-progress-sweep": {"task": "prodmon.stage_progress_sweep_task", "schedule": 60.0},
