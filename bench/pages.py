@@ -669,6 +669,10 @@ def main() -> None:
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0, interactive=False)  # new indexes, backfills
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE prodmon_job")
     else:
         psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         psql(f'CREATE DATABASE "{db}"')
