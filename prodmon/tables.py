@@ -26,7 +26,9 @@ class CappedCountPaginator(Paginator):
         rows = self.object_list
         qs = getattr(getattr(rows, "data", None), "data", None)  # BoundRows -> QuerySet
         if isinstance(qs, QuerySet):
-            n = qs[: self.cap + 1].count()
+            # Any cap+1 matching rows will do: no ORDER BY, and only the key
+            # selected, so PostgreSQL drops the annotations' outer joins.
+            n = qs.order_by().values("pk")[: self.cap + 1].count()
         else:
             n = len(rows)
         self.count_capped = n > self.cap
