@@ -14,7 +14,7 @@ from prodmon.actions.views import job_actions_context
 from prodmon.filters import JobFilter
 from prodmon.models import Campaign
 from prodmon.progress import dashboard
-from prodmon.tables import JobTable
+from prodmon.tables import CappedCountPaginator, JobTable
 from triage import selectors as triage_selectors
 
 JOBS_PER_PAGE = 50
@@ -89,7 +89,10 @@ def job_list(request):
     # and no rows, instead of being silently dropped and showing everything.
     rows = jobs.qs if jobs.is_valid() else jobs.queryset.none()
     table = JobTable(rows)
-    RequestConfig(request, paginate={"per_page": JOBS_PER_PAGE}).configure(table)
+    RequestConfig(
+        request,
+        paginate={"per_page": JOBS_PER_PAGE, "paginator_class": CappedCountPaginator},
+    ).configure(table)
     return render(
         request,
         "prodmon/job_list.html",

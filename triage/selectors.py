@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
 from django.db.models import (
     Count,
     Exists,
@@ -285,6 +288,7 @@ class Summary:
     stages: list[Stage] = field(default_factory=list)
     sites: list[str] = field(default_factory=list)
     matrix: dict[tuple[int, str], MatrixCell] = field(default_factory=dict)
+    computed_at: dt.datetime | None = None
 
     def cell(self, stage_id: int, site: str) -> MatrixCell | None:
         return self.matrix.get((stage_id, site))
@@ -295,21 +299,89 @@ _core = Coalesce(F("wall_s") * F("cores"), 0.0, output_field=FloatField())
 
 
 def error_summary(*, filters: SummaryFilters, limit: int = 200) -> Summary:
-    """Failures, wall time lost, and the stage x site matrix under the filters."""
+    """Failures, wall time lost, and the stage x site matrix under the filters.
+
+    Cached for TRIAGE_SUMMARY_CACHE_SECONDS (60; 0 turns it off) per set of
+    filters: at a million attempts the window holds hundreds of thousands of
+    classifications, and the page says when its figures were computed."""
+    ttl = int(getattr(settings, "TRIAGE_SUMMARY_CACHE_SECONDS", 60))
+    key = (
+        "triage:summary:"
+        + hashlib.sha256(
+            repr(
+                (
+                    sorted(filters.experiment_ids),
+                    filters.experiment,
+                    filters.campaign,
+                    filters.stage,
+                    filters.site.lower(),
+                    filters.window,
+                    filters.status,
+                    filters.category,
+                    limit,
+                )
+            ).encode()
+        ).hexdigest()
+    )
+    if ttl > 0:
+        found = cache.get(key)
+        if found is not None:
+            return found
+    summary = _error_summary(filters=filters, limit=limit)
+    if ttl > 0:
+        cache.set(key, summary, ttl)
+    return summary
+
+
+_CELLS_SQL = """
+SELECT DISTINCT ON (g.stage_id, g.site) g.stage_id, g.site, g.error_class_id, g.n,
+       sum(g.n) OVER w, sum(g.wall) OVER w
+FROM ({inner}) g
+WINDOW w AS (PARTITION BY g.stage_id, g.site)
+ORDER BY g.stage_id, g.site, g.n DESC, g.error_class_id
+"""
+
+
+def _error_summary(*, filters: SummaryFilters, limit: int) -> Summary:
+    """Two grouped scans: per class (the rows), and per stage x site cell with
+    its top class (the matrix; the totals are the cells' sums)."""
     qs = classification_list(filters=filters)
     per_class = list(
         qs.values("error_class_id")
-        .annotate(
-            n=Count("id"),
-            wall=Sum(_wall),
-            core=Sum(_core),
-            first=Min("seen_at"),
-            last=Max("seen_at"),
-            sites=Count("site", distinct=True),
-        )
-        .order_by("-wall", "-n")[:limit]
+        .annotate(n=Count("id"), wall=Sum(_wall), core=Sum(_core))
+        .annotate(first=Min("seen_at"), last=Max("seen_at"), sites=Count("site", distinct=True))
+        .order_by("-wall", "-n", "error_class_id")[:limit]
     )
-    classes = ErrorClass.objects.in_bulk([r["error_class_id"] for r in per_class])
+    inner = (
+        qs.values("stage_id", "site", "error_class_id")
+        .annotate(n=Count("id"), wall=Sum(_wall))
+        .order_by()
+    )
+    cells: dict[tuple[int, str], MatrixCell] = {}
+    top_ids: dict[tuple[int, str], tuple[int, int]] = {}
+    total_n, total_wall = 0, 0.0
+    if connection.vendor == "postgresql":
+        sql, params = inner.query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(_CELLS_SQL.format(inner=sql), params)
+            for stage_id, site, cid, n, cell_n, cell_wall in cursor.fetchall():
+                cells[(stage_id, site)] = MatrixCell(failures=int(cell_n), wall_s=cell_wall or 0.0)
+                top_ids[(stage_id, site)] = (cid, n)
+    else:  # SQLite: the same from the (small) groups in Python
+        for g in inner:
+            key, n = (g["stage_id"], g["site"]), g["n"]
+            cell = cells.setdefault(key, MatrixCell())
+            cell.failures += n
+            cell.wall_s += g["wall"] or 0.0
+            best = top_ids.get(key)
+            if best is None or n > best[1] or (n == best[1] and g["error_class_id"] < best[0]):
+                top_ids[key] = (g["error_class_id"], n)
+    for cell in cells.values():
+        total_n += cell.failures
+        total_wall += cell.wall_s
+    classes = ErrorClass.objects.select_related("experiment").in_bulk(
+        {r["error_class_id"] for r in per_class} | {cid for cid, _ in top_ids.values()}
+    )
     rows = [
         ClassRow(
             error_class=classes[r["error_class_id"]],
@@ -323,24 +395,10 @@ def error_summary(*, filters: SummaryFilters, limit: int = 200) -> Summary:
         for r in per_class
         if r["error_class_id"] in classes
     ]
-    totals = qs.aggregate(n=Count("id"), wall=Sum(_wall))
-
-    cells: dict[tuple[int, str], MatrixCell] = {}
-    for r in qs.values("stage_id", "site").annotate(n=Count("id"), wall=Sum(_wall)).order_by():
-        cells[(r["stage_id"], r["site"])] = MatrixCell(failures=r["n"], wall_s=r["wall"] or 0.0)
-    top = (
-        qs.values("stage_id", "site", "error_class_id")
-        .annotate(n=Count("id"))
-        .order_by("stage_id", "site", "-n", "error_class_id")
-    )
-    top_ids: dict[tuple[int, str], tuple[int, int]] = {}
-    for r in top:
-        top_ids.setdefault((r["stage_id"], r["site"]), (r["error_class_id"], r["n"]))
-    top_classes = ErrorClass.objects.in_bulk({cid for cid, _ in top_ids.values()})
+    totals = {"n": total_n, "wall": total_wall}
     for key, (cid, n) in top_ids.items():
-        if key in cells:
-            cells[key].top_class = top_classes.get(cid)
-            cells[key].top_count = n
+        cells[key].top_class = classes.get(cid)
+        cells[key].top_count = n
     stages = list(
         Stage.objects.filter(pk__in={k[0] for k in cells})
         .select_related("campaign")
@@ -349,6 +407,7 @@ def error_summary(*, filters: SummaryFilters, limit: int = 200) -> Summary:
     sites = sorted({k[1] for k in cells}, key=lambda s: (s == "", s.lower()))
     return Summary(
         filters=filters,
+        computed_at=timezone.now(),
         rows=rows,
         total_failures=totals["n"] or 0,
         total_wall_s=totals["wall"] or 0.0,
@@ -456,11 +515,17 @@ def stage_choices(*, experiment_ids: set[int]) -> QuerySet[Stage]:
 
 
 def site_choices(*, experiment_ids: set[int]) -> list[str]:
+    """Sites for the filter's suggestions: those of the nodes judged for these
+    experiments (a node-health row exists once a node has an ended attempt).
+    A DISTINCT over every classification would scan millions of rows."""
+    from triage.models import NodeHealth
+
     return sorted(
         s
-        for s in AttemptClassification.objects.filter(experiment_id__in=experiment_ids)
-        .values_list("site", flat=True)
+        for s in NodeHealth.objects.filter(experiment_id__in=experiment_ids)
+        .values_list("node__site", flat=True)
         .distinct()
+        .order_by()
         if s
     )
 

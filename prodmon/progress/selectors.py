@@ -14,7 +14,7 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
@@ -109,20 +109,17 @@ class SiteCount:
 
 def campaign_site_counts(*, campaign: Campaign) -> list[SiteCount]:
     """Jobs of the campaign by the site of their latest attempt and by state,
-    as the job table's site filter counts them."""
-    latest_site = Subquery(
-        Attempt.objects.filter(job=OuterRef("pk")).order_by("-number").values("node__site")[:1]
-    )
+    as the job table's site filter counts them (Job.last_site, kept by the
+    latest-attempt triggers: no per-job subquery)."""
     rows = (
         Job.objects.filter(stage__campaign=campaign)
-        .annotate(site=latest_site)
-        .values("site", "state")
+        .values("last_site", "state")
         .annotate(n=Count("id"))
         .order_by()
     )
     sites: dict[str, SiteCount] = {}
     for row in rows:
-        site = row["site"] or ""
+        site = row["last_site"] or ""
         entry = sites.setdefault(site, SiteCount(site=site, counts=dict.fromkeys(JOB_STATES, 0)))
         entry.counts[row["state"]] += row["n"]
     return sorted(sites.values(), key=lambda s: (s.site == "", -s.total, s.site))
