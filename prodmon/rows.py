@@ -111,8 +111,8 @@ def insert(model: type[models.Model], conflict: tuple[str, ...] = (), **values):
     obj = model()
     cols, params = [], []
     for field in _fields(model):
-        if field.primary_key:
-            continue
+        if field.primary_key or field.generated:
+            continue  # the database computes generated columns
         if field.name in values:
             setattr(obj, field.name, values[field.name])
         elif field.attname in values:
@@ -136,6 +136,9 @@ def insert(model: type[models.Model], conflict: tuple[str, ...] = (), **values):
     if row is None:
         return None
     obj.pk = row[0]
+    for field in _fields(model):
+        if field.generated:  # read back on first access, as after Model.save()
+            obj.__dict__.pop(field.attname, None)
     obj._state.adding = False
     obj._state.db = connection.alias
     return obj
