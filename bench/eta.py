@@ -1,6 +1,7 @@
 """Replay a finished campaign through the portal's ETA code and score it.
 
-    python -m bench.eta [--seed N] [--policy fifo|downstream] [--slots N]
+    python -m bench.eta [--seed N] [--policy fifo|downstream] [--slots N] [--no-history]
+    python -m bench.eta --sweep 6     # seeds 1-6 under both policies: a table per stage
 
 A discrete-event simulation produces a realistic finished campaign: four
 stages with dependencies (gen -> sim -> reco -> merge, a merge job taking 50
@@ -15,7 +16,10 @@ attempts first-come first-served (HTCondor's default for one user), or with
 At the moments each stage reaches 25 %, 50 % and 75 % of its completion
 target, the history up to that moment (and nothing after it) is turned into
 the same StageSnapshot objects the portal builds from its database and passed
-to prodmon.progress.eta.estimate_campaign. The error is
+to prodmon.progress.eta.estimate_campaign, with the attempts of an earlier
+campaign on the same pool (four days before) as the pool's history, from
+which it learns the hour-of-day profile of the slots. Times are given to the
+estimator as UTC POSIX seconds (simulation time 0 is START). The error is
 |predicted finish - actual finish| / (actual finish - now), a fraction of the
 time that was really left. The last line is the mean over stages:
 

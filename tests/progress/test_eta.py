@@ -384,19 +384,26 @@ def test_it_hides_other_experiments_job_types(client, outsider, gen):
     assert "generation" not in response.content.decode()
 
 
-@pytest.mark.parametrize("stage", [0, 1])
-def test_it_meets_the_benchmark_target_at_25_percent(stage):
-    # bench/eta.py's default replay: gen and sim (first and second stage).
+@pytest.mark.parametrize(
+    ("policy", "stage"), [("fifo", 0), ("fifo", 1), ("fifo", 2), ("downstream", 0)]
+)
+def test_it_meets_the_benchmark_target_at_25_percent(policy, stage):
+    # bench/eta.py's replay (seed 1): gen, sim and reco first come first
+    # served, and gen when the pool favours later stages (gen then runs for
+    # two days of day and night). The merge stage misses it (docs/progress.md).
     from bench import eta as bench
 
-    jobs = bench.simulate(seed=1, base_slots=400, policy="fifo")
+    jobs = bench.simulate(seed=1, base_slots=400, policy=policy)
+    earlier = bench.pool_history(1001, 400, policy)
     done = sorted(j.done_at for j in jobs[stage] if j.done_at is not None)
     finish = bench.crossing(done, bench.target_of(bench.STAGES[stage]))
     t = bench.crossing(done, math.ceil(0.25 * bench.target_of(bench.STAGES[stage])))
-    stages, _ = estimate_campaign(bench.snapshots_at(jobs, t), t)
+    snaps = bench.snapshots_at(jobs, t, offset=bench.EPOCH)
+    stages, _ = estimate_campaign(snaps, bench.EPOCH + t, pool_history=earlier)
+    eta = stages[stage]
     assert finish - t > 3 * HOUR
-    assert abs(stages[stage].eta - finish) / (finish - t) < 0.15
-    assert stages[stage].low <= finish <= stages[stage].high
+    assert abs(eta.eta - bench.EPOCH - finish) / (finish - t) < 0.15
+    assert eta.low <= bench.EPOCH + finish <= eta.high
 
 
 # --- slots that follow the hour of the day, the pool's order, stragglers ----------------------
