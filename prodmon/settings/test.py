@@ -13,3 +13,4 @@ PRODMON_REQUIRE_SERVICES = env.bool("PRODMON_REQUIRE_SERVICES", default=False)
 CELERY_TASK_ALWAYS_EAGER = True
 # The error summary's cache would hide data a test has just written; one test turns it on.
 TRIAGE_SUMMARY_CACHE_SECONDS = 0
+PRODMON_PAGE_CACHE_SECONDS = 0
