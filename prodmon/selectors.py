@@ -2,7 +2,9 @@
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
 from django.db.models import Count, F, QuerySet
 
 from prodmon.models import (
@@ -18,6 +20,21 @@ from prodmon.models import (
 )
 
 JOB_STATES = [s.value for s in Job.State]
+
+
+def page_cached(key: str, compute):
+    """Expensive aggregates of the campaign pages, kept PRODMON_PAGE_CACHE_SECONDS
+    (60; 0: off). At a million jobs a count or a scan of a campaign's attempts
+    costs far more than the page; the pages say their figures may be that old."""
+    ttl = int(getattr(settings, "PRODMON_PAGE_CACHE_SECONDS", 60))
+    if ttl <= 0:
+        return compute()
+    key = f"prodmon:page:{key}"
+    found = cache.get(key)
+    if found is None:
+        found = compute()
+        cache.set(key, found, ttl)
+    return found
 
 
 def experiment_ids_for_user(*, user: AbstractBaseUser, min_role: int = Role.VIEWER) -> set[int]:
@@ -85,6 +102,13 @@ class StageProgress:
 
 
 def stage_job_counts(*, stage_ids: list[int]) -> dict[int, dict[str, int]]:
+    return page_cached(
+        "counts:" + ",".join(map(str, sorted(stage_ids))),
+        lambda: _stage_job_counts(stage_ids=stage_ids),
+    )
+
+
+def _stage_job_counts(*, stage_ids: list[int]) -> dict[int, dict[str, int]]:
     counts: dict[int, dict[str, int]] = {sid: dict.fromkeys(JOB_STATES, 0) for sid in stage_ids}
     rows = (
         Job.objects.filter(stage_id__in=stage_ids)
@@ -169,10 +193,13 @@ def stage_config_map(*, stage_ids: list[int]) -> dict[int, ConfigSnapshot]:
 
 def campaign_failed_attempt_list(*, campaign: Campaign, limit: int = 15) -> list[Attempt]:
     """The most recently ended failed attempts of a campaign, newest first."""
-    return list(
-        Attempt.objects.filter(job__stage__campaign=campaign, status=Attempt.Status.FAILED)
-        .select_related("job__stage", "node")
-        .order_by(F("ended_at").desc(nulls_last=True), "-pk")[:limit]
+    return page_cached(
+        f"failed:{campaign.pk}:{campaign.created_at.timestamp():.6f}:{limit}",
+        lambda: list(
+            Attempt.objects.filter(job__stage__campaign=campaign, status=Attempt.Status.FAILED)
+            .select_related("job__stage", "node")
+            .order_by(F("ended_at").desc(nulls_last=True), "-pk")[:limit]
+        ),
     )
 
 

@@ -2,6 +2,7 @@
 renders; anything outside those experiments is a 404, not a 403, so the pages
 never confirm that someone else's campaign exists."""
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import render
@@ -48,6 +49,7 @@ def campaign_list(request):
             "cards": cards,  # rows with each stage's estimate and the campaign's
             "state": state,
             "states": Campaign.State.values,
+            "page_cache_seconds": settings.PRODMON_PAGE_CACHE_SECONDS,
         },
     )
 
@@ -73,6 +75,7 @@ def campaign_detail(request, pk):
             "failures": selectors.campaign_failed_attempt_list(
                 campaign=campaign, limit=RECENT_FAILURES
             ),
+            "page_cache_seconds": settings.PRODMON_PAGE_CACHE_SECONDS,
         },
     )
 

@@ -453,13 +453,14 @@ def campaigns_estimate_cached(*, campaigns: list[Campaign]) -> dict[int, Campaig
 def campaigns_estimate_refresh(*, limit: int = 500) -> int:
     """Recompute the estimates of the active campaigns into the cache, kept for
     three refresh periods. The beat task progress.estimates_refresh_task runs
-    this every PRODMON_ETA_CACHE_SECONDS, so the campaign pages read estimates
-    at most that old and do not replay on the request path (a replay costs
-    ~0.5 s per campaign at a million jobs). Pages still compute on a miss."""
+    this every PRODMON_ETA_REFRESH_SECONDS (300), so the campaign pages read
+    estimates at most that old and do not replay on the request path (at a
+    million jobs one campaign's inputs and replay cost seconds). A campaign's
+    own page still computes on a miss; the list never does."""
     campaigns = list(
         Campaign.objects.filter(state=Campaign.State.ACTIVE).order_by("-created_at")[:limit]
     )
-    ttl = 3 * int(setting("PRODMON_ETA_CACHE_SECONDS"))
+    ttl = 3 * int(setting("PRODMON_ETA_REFRESH_SECONDS"))
     for i in range(0, len(campaigns), REFRESH_BATCH):
         campaigns_estimate(
             campaigns=campaigns[i : i + REFRESH_BATCH], use_cache=False, store_for=ttl

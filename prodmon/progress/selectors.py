@@ -108,6 +108,15 @@ class SiteCount:
 
 
 def campaign_site_counts(*, campaign: Campaign) -> list[SiteCount]:
+    from prodmon.selectors import page_cached
+
+    return page_cached(
+        f"sites:{campaign.pk}:{campaign.created_at.timestamp():.6f}",
+        lambda: _campaign_site_counts(campaign=campaign),
+    )
+
+
+def _campaign_site_counts(*, campaign: Campaign) -> list[SiteCount]:
     """Jobs of the campaign by the site of their latest attempt and by state,
     as the job table's site filter counts them (Job.last_site, kept by the
     latest-attempt triggers: no per-job subquery)."""
@@ -198,6 +207,17 @@ class Throughput:
 def campaign_throughput(
     *, campaign: Campaign, now: dt.datetime | None = None, days: int = 14
 ) -> Throughput:
+    if now is not None:
+        return _campaign_throughput(campaign=campaign, now=now, days=days)
+    from prodmon.selectors import page_cached
+
+    return page_cached(
+        f"throughput:{campaign.pk}:{campaign.created_at.timestamp():.6f}:{days}",
+        lambda: _campaign_throughput(campaign=campaign, now=None, days=days),
+    )
+
+
+def _campaign_throughput(*, campaign: Campaign, now: dt.datetime | None, days: int) -> Throughput:
     """Attempt ends per hour (per day for histories longer than 3 days), by
     stage: good ones and failed ones (duplicate completions count as neither)."""
     now = now or timezone.now()

@@ -210,6 +210,8 @@ PRODMON_BATCH_END_GRACE_SECONDS = env.int("PRODMON_BATCH_END_GRACE_SECONDS", def
 TRIAGE_HEARTBEAT_SECONDS = env.int("TRIAGE_HEARTBEAT_SECONDS", default=60)
 TRIAGE_LOST_AFTER_HEARTBEATS = env.int("TRIAGE_LOST_AFTER_HEARTBEATS", default=3)
 TRIAGE_HUNG_AFTER_SECONDS = env.int("TRIAGE_HUNG_AFTER_SECONDS", default=1800)
+# Campaign pages' job counts, per-site counts, throughput and recent failures.
+PRODMON_PAGE_CACHE_SECONDS = env.int("PRODMON_PAGE_CACHE_SECONDS", default=60)
 # The error summary (/errors/, /api/v1/errors/) is cached this long per set of filters.
 TRIAGE_SUMMARY_CACHE_SECONDS = env.int("TRIAGE_SUMMARY_CACHE_SECONDS", default=60)
 
@@ -222,8 +224,11 @@ CELERY_BEAT_SCHEDULE = {
     "log-index-reconcile": {"task": "logserver.log_index_reconcile_task", "schedule": 300.0},
     "logs-retention": {"task": "logserver.logs_retention_task", "schedule": 6 * 3600.0},
     "progress-sweep": {"task": "progress.progress_sweep_task", "schedule": 300.0},
-    # Keeps campaign estimates in the cache so pages never replay (PRODMON_ETA_CACHE_SECONDS).
-    "progress-estimates-refresh": {"task": "progress.estimates_refresh_task", "schedule": 60.0},
+    # Keeps campaign estimates in the cache so the pages do not replay them.
+    "progress-estimates-refresh": {
+        "task": "progress.estimates_refresh_task",
+        "schedule": env.float("PRODMON_ETA_REFRESH_SECONDS", default=300.0),
+    },
     "progress-weekly-reports": {
         "task": "progress.weekly_reports_send_task",
         "schedule": crontab(minute=0, hour=7, day_of_week="mon"),

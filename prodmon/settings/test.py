@@ -15,3 +15,4 @@ CELERY_TASK_ALWAYS_EAGER = True
 PRODMON_EMBEDDED_SWEEP_SECONDS = 0
 # The error summary's cache would hide data a test has just written; one test turns it on.
 TRIAGE_SUMMARY_CACHE_SECONDS = 0
+PRODMON_PAGE_CACHE_SECONDS = 0

@@ -172,3 +172,30 @@ def test_a_heartbeat_does_not_wait_for_a_transaction_holding_the_job(require_pos
     later = T0 + dt.timedelta(minutes=60)
     Attempt.objects.filter(pk=attempt.pk).update(last_heartbeat_at=later)
     assert _job(job.pk).last_activity_at == later
+
+
+@pytest.mark.django_db
+def test_campaign_page_aggregates_are_cached_for_the_configured_time(client, experiment, settings):
+    from django.core.cache import cache
+
+    settings.PRODMON_PAGE_CACHE_SECONDS = 60
+    cache.clear()
+    user = MembershipFactory(
+        user=UserFactory(username="fresh"), experiment=experiment, role=Role.VIEWER
+    ).user
+    stage = StageFactory(campaign__experiment=experiment, expected_jobs=4)
+    JobFactory(stage=stage, state=Job.State.SUCCEEDED)
+    client.force_login(user)
+    url = stage.campaign.get_absolute_url()
+    first = client.get(url)
+    assert "may be up to 60 s old" in first.content.decode()
+    [progress] = [p for p, _ in first.context["stages"]]
+    assert progress.counts["succeeded"] == 1
+    JobFactory(stage=stage, state=Job.State.SUCCEEDED)
+    [progress] = [p for p, _ in client.get(url).context["stages"]]
+    assert progress.counts["succeeded"] == 1  # within the minute: the cached count
+    cache.clear()
+    [progress] = [p for p, _ in client.get(url).context["stages"]]
+    assert progress.counts["succeeded"] == 2
+    settings.PRODMON_PAGE_CACHE_SECONDS = 0
+    assert "may be up to" not in client.get(url).content.decode()
