@@ -153,6 +153,11 @@ def _apply(
             note = "attempt had already ended; the first end event stands"
         elif attempt.is_duplicate_completion:
             note = "duplicate completion: the job had already succeeded"
+        elif getattr(attempt, "replaced_completion", False):
+            note = (
+                "duplicate completion: this attempt ended before the one recorded first, "
+                "so it is now the job's completion and the other is the duplicate"
+            )
     else:
         raise ValueError(f"unknown event kind {kind!r}")
     if log:

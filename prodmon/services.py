@@ -463,6 +463,24 @@ def _state_without_success(job: Job, *, excluding: Attempt) -> str:
     return Job.State.RUNNING if still_open else Job.State.FAILED
 
 
+def _ended_at(attempt_id: int) -> dt.datetime | None:
+    found = rows.fetch(
+        Attempt,
+        f"SELECT {rows.select_list(Attempt, 'a')} FROM {rows.table(Attempt)} a "  # noqa: S608
+        "WHERE a.id = %s",
+        [attempt_id],
+    )
+    return None if found is None else found[0].ended_at
+
+
+def _mark_duplicate(attempt_id: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {rows.table(Attempt)} SET is_duplicate_completion = %s WHERE id = %s",  # noqa: S608
+            [True, attempt_id],
+        )
+
+
 # What an end event may change on the attempt row.
 _ATTEMPT_END_FIELDS = (
     "status",
@@ -548,8 +566,16 @@ def attempt_record_end(
             job.good_attempt = attempt
             job.state = Job.State.SUCCEEDED
         else:
-            attempt.is_duplicate_completion = True
+            # The chosen completion is the first good one by its end, not by
+            # when its event arrived (a spooled reporter can deliver late).
             job.duplicate_completions += 1  # the job row is locked
+            chosen_end = _ended_at(job.good_attempt_id)
+            if chosen_end is not None and at < chosen_end:
+                _mark_duplicate(job.good_attempt_id)
+                job.good_attempt = attempt
+                attempt.replaced_completion = True
+            else:
+                attempt.is_duplicate_completion = True
     elif job.good_attempt_id is None:
         job.state = _state_without_success(job, excluding=attempt)
     rows.update(attempt, _ATTEMPT_END_FIELDS)

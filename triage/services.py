@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from collections import Counter
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -29,7 +30,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from prodmon import services as production
-from prodmon.models import Attempt, Experiment, OutputFile
+from prodmon.models import Attempt, Campaign, Experiment, OutputFile
 from triage import checks, persistence, selectors
 from triage.classify import ClassSpec, Source, Verdict, classify_failure
 from triage.errorlines import EXCERPT_AFTER, EXCERPT_BEFORE
@@ -947,6 +948,7 @@ def liveness_sweep(*, now: dt.datetime | None = None) -> dict[str, int]:
         "pk", "last_heartbeat_at", "started_at", "log_bytes", "cpu_s", "job__stage__campaign_id"
     )
     counts = {"ok": 0, "lost": 0, "hung": 0}
+    newly_hung: Counter[int] = Counter()
     with transaction.atomic():
         rows = {
             r.attempt_id: r
@@ -988,6 +990,8 @@ def liveness_sweep(*, now: dt.datetime | None = None) -> dict[str, int]:
             if state != row.state:
                 if row.state == AttemptLiveness.State.LOST:
                     row.revived_at = now
+                if state == AttemptLiveness.State.HUNG:
+                    newly_hung[a["job__stage__campaign_id"]] += 1
                 row.state, row.since = state, now
                 if a["pk"] not in dirty:
                     changed.append(row)
@@ -999,7 +1003,36 @@ def liveness_sweep(*, now: dt.datetime | None = None) -> dict[str, int]:
             ["state", "since", "revived_at", "last_log_bytes", "last_cpu_s", "progress_at"],
             batch_size=1000,
         )
+        if newly_hung:
+            _notify_hung(newly_hung, hung_after_s=conf["hung_after_s"], now=now)
     return counts
+
+
+def _notify_hung(newly_hung: Counter[int], *, hung_after_s: float, now: dt.datetime) -> None:
+    """One notification per campaign and sweep: how many attempts were just
+    flagged hung, linking to the job table filtered to them."""
+    from prodmon.progress.notifications import notify
+
+    campaigns = Campaign.objects.filter(pk__in=newly_hung).values_list(
+        "pk", "experiment_id", "name"
+    )
+
+    def send():
+        for campaign_id, experiment_id, name in campaigns:
+            n = newly_hung[campaign_id]
+            notify(
+                kind="hung_attempts",
+                experiment=experiment_id,
+                subject=f"{n} attempt{'s' if n != 1 else ''} of {name} flagged as hung",
+                body=(
+                    f"Neither the log nor the CPU time of {'these attempts' if n != 1 else 'it'} "
+                    f"advanced for {hung_after_s / 60:.0f} minutes."
+                ),
+                url=f"{reverse('job-list')}?campaign={campaign_id}&attention=hung",
+                key=f"hung:{campaign_id}:{now:%Y%m%d%H%M%S}",
+            )
+
+    transaction.on_commit(send)
 
 
 def liveness_on_heartbeat(*, attempt_id: int) -> bool:

@@ -79,6 +79,7 @@ class NotificationKind(models.TextChoices):
     FAILURE_SPIKE = "failure_spike", "failure-rate spike"
     NEW_ERROR_CLASS = "new_error_class", "new error class"
     BLACK_HOLE = "black_hole", "node flagged as a black hole"
+    HUNG_ATTEMPTS = "hung_attempts", "attempts flagged as hung"
 
 
 class ReportSubscription(models.Model):

@@ -129,3 +129,35 @@ def test_it_makes_lost_attempts_retryable_through_the_actions_hook(running):
     attempt = running(heartbeat_ago=3600)
     services.liveness_sweep()
     assert hooks.attempt_liveness(attempt_ids=[attempt.pk]) == {attempt.pk: "lost"}
+
+
+def test_it_notifies_subscribers_once_per_campaign_of_newly_hung_attempts(
+    running, settings, experiment, campaign, mailoutbox, django_capture_on_commit_callbacks
+):
+    from prodmon.models import Role
+    from prodmon.progress import services as progress
+    from tests.factories import MembershipFactory, UserFactory
+
+    user = UserFactory(username="shifter.sam", email="sam@example.org")
+    MembershipFactory(user=user, experiment=experiment, role=Role.SHIFTER)
+    progress.notification_subscription_set(
+        user=user, experiment=experiment, kinds=["hung_attempts"], by_email=True
+    )
+    settings.TRIAGE_HUNG_AFTER_SECONDS = 600
+    stuck = [running(heartbeat_ago=10) for _ in range(2)]
+    start = timezone.now()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.liveness_sweep(now=start)
+    assert mailoutbox == []  # nothing hung yet
+    later = start + dt.timedelta(seconds=700)
+    Attempt.objects.filter(pk__in=[a.pk for a in stuck]).update(last_heartbeat_at=later)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.liveness_sweep(now=later)
+    assert [m.subject for m in mailoutbox] == [
+        f"[prodmon {experiment.name}] 2 attempts of {campaign.name} flagged as hung"
+    ]
+    assert f"?campaign={campaign.pk}&attention=hung" in mailoutbox[0].body
+    # Still hung at the next sweep: no second notification.
+    with django_capture_on_commit_callbacks(execute=True):
+        services.liveness_sweep(now=later + dt.timedelta(seconds=60))
+    assert len(mailoutbox) == 1

@@ -1,6 +1,7 @@
 """The ingestion API: auth and scoping, validation, idempotency, limits."""
 
 import base64
+import datetime as dt
 import gzip
 import json
 import uuid
@@ -135,6 +136,25 @@ def test_it_records_a_second_success_as_a_duplicate_completion(api, stage):
     assert job.duplicate_completions == 1
     assert job.good_attempt.uid == first
     assert Attempt.objects.get(uid=second).is_duplicate_completion is True
+    assert Job.objects.filter(stage=stage, state="succeeded").count() == 1
+
+
+def test_the_first_completion_by_end_time_is_chosen_whatever_arrives_first(api, stage):
+    """A spooled reporter delivers the earlier run's end after the later run's."""
+    early, late = uuid.uuid4(), uuid.uuid4()
+    t0 = timezone.now() - dt.timedelta(hours=1)
+    for uid in (early, late):
+        post(api, "start", ident(uid, host="wn01", time=t0.isoformat()))
+    post(api, "end", ident(late, exit_code=0, time=(t0 + dt.timedelta(minutes=50)).isoformat()))
+    r = post(
+        api, "end", ident(early, exit_code=0, time=(t0 + dt.timedelta(minutes=20)).isoformat())
+    )
+    assert "ended before the one recorded first" in r.json()["note"]
+    job = Job.objects.get(key="input_001.root")
+    assert job.good_attempt.uid == early
+    assert job.duplicate_completions == 1
+    assert Attempt.objects.get(uid=late).is_duplicate_completion is True
+    assert Attempt.objects.get(uid=early).is_duplicate_completion is False
     assert Job.objects.filter(stage=stage, state="succeeded").count() == 1
 
 
@@ -284,9 +304,7 @@ def test_it_refuses_a_log_chunk_over_the_chunk_limit(api, stage, settings):
     assert "log.data" in r.json()["fields"]
 
 
-def test_the_rate_window_opens_again_and_retry_after_says_when(
-    api, stage, settings, monkeypatch
-):
+def test_the_rate_window_opens_again_and_retry_after_says_when(api, stage, settings, monkeypatch):
     from django.core.cache import cache
 
     cache.clear()
