@@ -5,7 +5,8 @@ minutes and a failed delivery is re-enqueued with its backoff. In the
 embedded mode tasks run in-process and nothing runs on a timer, so a failed
 delivery would wait for `manage.py progress_sweep` from cron. Instead, the
 first request a serving process handles starts one daemon thread
-(`EmbeddedSweeper`) that calls `services.progress_sweep()` every
+(`EmbeddedSweeper`) that calls `services.progress_sweep()` and the rest of
+beat's schedule that is due (`prodmon.embedded_beat.beat_tick`) every
 `PRODMON_EMBEDDED_SWEEP_SECONDS` (60; 0 turns it off):
 
 - one sweep at a time on the machine: the thread takes a non-blocking
@@ -43,9 +44,13 @@ LOCK_NAME = "progress-sweep.lock"
 
 
 def _default_sweep() -> None:
+    from prodmon.embedded_beat import beat_tick
     from prodmon.progress import services
 
+    # Notification retries on every tick; then whatever else of beat's
+    # schedule is due (liveness, action resumption, reconciler, retention …).
     services.progress_sweep()
+    beat_tick(skip_tasks=("progress.progress_sweep_task",))
 
 
 def lock_path() -> Path:
