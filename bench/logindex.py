@@ -3,7 +3,8 @@
     DATABASE_URL=postgres://root@127.0.0.1:5432/anything python -m bench.logindex [--quick]
 
 DATABASE_URL names the PostgreSQL server; the benchmark creates (and drops
-first) its own database, prodmon_bench_logindex, on it, and migrates it.
+first) its own database, prodmon_bench_logindex (--db names another), on it,
+and migrates it.
 
 1. Indexing throughput: attempts' logs are stored as 64 KiB chunks, then
    logserver.indexing cuts them into lines and writes LogLine rows with the
@@ -17,7 +18,17 @@ first) its own database, prodmon_bench_logindex, on it, and migrates it.
    p50/p95 are reported per query and overall.
 
 Targets: 1 M and 10 M stored lines; --quick uses 100 k and 1 M and finishes in
-about a minute on two cores.
+about a minute on two cores; --targets picks others (e.g. --targets 10000000).
+--reuse keeps the benchmark database of an earlier run when it already holds
+the lines (to re-time searches after a change without reloading 10 M lines).
+
+Each query is timed cold and warm. Cold: its first run, on a new connection
+(new backend: empty catalog, plan and relation caches). PostgreSQL's shared
+buffers and the OS page cache are shared with everything else on the server
+and are not flushed, so "cold" is a first search on a new connection, not a
+read from disk (a disk-cold search is slower). Warm: the following --repeats runs, p50 and p95.
+--explain prints EXPLAIN (ANALYZE, BUFFERS) of each query's SQL at the
+largest target.
 """
 
 import argparse
@@ -256,6 +267,7 @@ QUERIES = [
     ("common word", "processing", {}),
     ("two common words", "record event", {}),
     ("phrase", '"does not exist"', {}),
+    ("common phrase", '"Begin processing"', {}),
     ("substring phrase", '"gsimple_DUNE_4"', {}),
     ("word + campaign", "failed", {"campaign": "mc2025b"}),
     ("word + exit code", "TFile", {"exit_code": 65}),
@@ -264,14 +276,52 @@ QUERIES = [
 ]
 
 
-def bench_search(repeats: int) -> tuple[list[tuple[str, float, float, int]], list[float]]:
+def _search_sql(scope: set[int], text: str, filters: dict) -> list[tuple[str, tuple]]:
+    """The SQL statements one search runs (captured, not rebuilt by hand)."""
+    from django.db import connection
+
+    from logserver import selectors
+
+    seen: list[tuple[str, tuple]] = []
+
+    def capture(execute, sql, params, many, context):
+        seen.append((sql, tuple(params or ())))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(capture):
+        selectors.log_search(experiment_ids=scope, text=text, limit=50, **filters)
+    return [
+        (sql, params)
+        for sql, params in seen
+        if "logserver_logline" in sql and not sql.startswith("EXPLAIN")
+    ]
+
+
+def explain(scope: set[int]) -> None:
+    from django.db import connection
+
+    for label, text, filters in QUERIES:
+        print(f"\n--- EXPLAIN {label}: {text} {filters or ''}")
+        for sql, params in _search_sql(scope, text, filters):
+            with connection.cursor() as cursor:
+                cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
+                for (line,) in cursor.fetchall():
+                    print("   " + line)
+
+
+def bench_search(repeats: int) -> tuple[list[tuple], list[float]]:
+    from django.db import connection
+
     from logserver import selectors
     from prodmon.models import Experiment
 
     scope = {Experiment.objects.get(name="dune").pk}
     rows, everything = [], []
     for label, text, filters in QUERIES:
-        selectors.log_search(experiment_ids=scope, text=text, **filters)  # warm
+        connection.close()  # cold: a new backend for the first run
+        t0 = time.perf_counter()
+        selectors.log_search(experiment_ids=scope, text=text, limit=50, **filters)
+        cold = (time.perf_counter() - t0) * 1000
         times = []
         hits = 0
         for _ in range(repeats):
@@ -280,7 +330,7 @@ def bench_search(repeats: int) -> tuple[list[tuple[str, float, float, int]], lis
             times.append((time.perf_counter() - t0) * 1000)
             hits = len(result.hits)
         everything += times
-        rows.append((label, percentile(times, 50), percentile(times, 95), hits))
+        rows.append((label, cold, percentile(times, 50), percentile(times, 95), hits))
     return rows, everything
 
 
@@ -288,19 +338,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="100 k and 1 M lines (~1 minute)")
     parser.add_argument("--repeats", type=int, default=None, help="runs of each query")
+    parser.add_argument(
+        "--targets", type=int, nargs="+", default=None, help="stored-line targets, ascending"
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the benchmark database of an earlier run"
+    )
+    parser.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE every query")
+    parser.add_argument("--db", default=DB_NAME, help=f"benchmark database (default {DB_NAME})")
+    parser.add_argument(
+        "--skip-indexing", action="store_true", help="skip the indexing-throughput part"
+    )
     args = parser.parse_args()
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith(("postgres://", "postgresql://")):
         sys.exit("bench.logindex needs DATABASE_URL=postgres://… (the server to benchmark)")
     parts = urlsplit(url)
+    db = args.db
     admin = urlunsplit(parts._replace(path="/postgres"))
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    bench_url = urlunsplit(parts._replace(path=f"/{DB_NAME}"))
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db]).fetchone()
+        if not (args.reuse and exists):
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{db}"')
+    bench_url = urlunsplit(parts._replace(path=f"/{db}"))
 
     started = time.perf_counter()
-    targets = (100_000, 1_000_000) if args.quick else (1_000_000, 10_000_000)
+    targets = args.targets or ((100_000, 1_000_000) if args.quick else (1_000_000, 10_000_000))
     index_lines = 20_000 if args.quick else 200_000
     repeats = args.repeats or (15 if args.quick else 30)
     _setup_django(bench_url)
@@ -317,18 +381,22 @@ def main() -> None:
     print(machine())
     print("load average at start: " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
     print(
-        f"config: PostgreSQL {pg_version} (shared_buffers {shared_buffers}), database {DB_NAME}, "
+        f"config: PostgreSQL {pg_version} (shared_buffers {shared_buffers}), database {db}, "
         f"targets {', '.join(f'{t:,}' for t in targets)} lines, "
         f"{LINES_PER_ATTEMPT} lines per attempt, 2 experiments, queries scoped to one, "
         f"limit 50, {repeats} runs per query{' (--quick)' if args.quick else ''}"
     )
 
-    result = bench_indexing(index_lines)
-    print(
-        f"indexing: {result['lines']:,} lines ({result['bytes'] / 1e6:.1f} MB) stored as 64 KiB "
-        f"chunks in {result['store_s']:.1f} s, indexed in {result['index_s']:.1f} s = "
-        f"{result['lines'] / result['index_s']:,.0f} lines/s"
-    )
+    if args.skip_indexing:
+        result = None
+    else:
+        result = bench_indexing(index_lines)
+    if result:
+        print(
+            f"indexing: {result['lines']:,} lines ({result['bytes'] / 1e6:.1f} MB) stored as "
+            f"64 KiB chunks in {result['store_s']:.1f} s, indexed in {result['index_s']:.1f} s = "
+            f"{result['lines'] / result['index_s']:,.0f} lines/s"
+        )
     for target in targets:
         load = load_lines(target)
         print(
@@ -337,13 +405,18 @@ def main() -> None:
             f"{load['index_s']:.1f} s"
         )
         rows, everything = bench_search(repeats)
-        print(f"  {'query':<20} {'p50 ms':>8} {'p95 ms':>8} {'hits':>5}")
-        for label, p50, p95, hits in rows:
-            print(f"  {label:<20} {p50:>8.1f} {p95:>8.1f} {hits:>5}")
+        print(f"  {'query':<20} {'cold ms':>8} {'p50 ms':>8} {'p95 ms':>8} {'hits':>5}")
+        for label, cold, p50, p95, hits in rows:
+            print(f"  {label:<20} {cold:>8.1f} {p50:>8.1f} {p95:>8.1f} {hits:>5}")
         print(
-            f"  {'all queries':<20} {percentile(everything, 50):>8.1f} "
-            f"{percentile(everything, 95):>8.1f}"
+            f"  {'all queries':<20} {max(r[1] for r in rows):>8.1f} "
+            f"{percentile(everything, 50):>8.1f} {percentile(everything, 95):>8.1f}"
         )
+        sys.stdout.flush()
+    if args.explain:
+        from prodmon.models import Experiment
+
+        explain({Experiment.objects.get(name="dune").pk})
     print(f"\ntotal run time {time.perf_counter() - started:.0f} s")
 
 

@@ -3,9 +3,10 @@ log search, and the Loki push endpoint. Thin: validate, call one service or
 selector, answer."""
 
 from django.conf import settings
+from django.db import transaction
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -20,7 +21,7 @@ from logserver.auth import (
 from logserver.errors import PayloadTooLarge, error_response, validation_payload
 from logserver.models import LogLevel
 from logserver.parsers import decode_body, parse_json_bytes
-from logserver.serializers import SERIALIZERS, BulkSerializer
+from logserver.serializers import SERIALIZERS, BulkSerializer, event_validate
 from logserver.throttles import IngestRateThrottle
 from logserver.views import log_download_response
 from prodmon import selectors as production_selectors
@@ -64,8 +65,9 @@ class _IngestView(APIView):
     kind = ""
 
     def post(self, request):
-        serializer = SERIALIZERS[self.kind](data=request.data)
-        serializer.is_valid(raise_exception=True)
+        serializer = event_validate(self.kind, request.data)
+        if serializer.errors:
+            raise ValidationError(serializer.errors)
         try:
             outcome = services.event_ingest(
                 token=request.auth, kind=self.kind, data=serializer.validated_data
@@ -104,8 +106,11 @@ class EndApi(_IngestView):
 class BulkApi(APIView):
     """Many events in one request, answered per event and in order.
 
-    Each event is applied in its own transaction: one bad event is rejected
-    without affecting the others."""
+    Each event is applied in its own savepoint, so one bad event is rejected
+    without affecting the others, and the request commits once: one WAL flush
+    per request, not per event. If that commit fails, the request fails as a
+    whole (503) and nothing of it was stored, so the client's re-send loses
+    nothing and duplicates nothing."""
 
     permission_classes = [HasIngestScope]
     throttle_classes = [IngestRateThrottle]
@@ -136,7 +141,8 @@ class BulkApi(APIView):
             )
         envelope = BulkSerializer(data=request.data)
         envelope.is_valid(raise_exception=True)
-        results = [self._one(request.auth, event) for event in envelope.validated_data["events"]]
+        with transaction.atomic():
+            results = [self._one(request.auth, e) for e in envelope.validated_data["events"]]
         totals = {
             k: sum(r["status"] == k for r in results) for k in ("accepted", "duplicate", "rejected")
         }
@@ -154,8 +160,8 @@ class BulkApi(APIView):
                 "message": "type: must be one of start, heartbeat, end",
                 "fields": {"type": ["must be one of start, heartbeat, end"]},
             }
-        serializer = SERIALIZERS[kind](data=event)
-        if not serializer.is_valid():
+        serializer = event_validate(kind, event)
+        if serializer.errors:
             return {
                 "event_id": event_id,
                 "status": "rejected",

@@ -14,8 +14,21 @@ their own `job` label):
 - campaign: prodmon_campaign, campaign
 - stage: prodmon_stage, stage
 - job: prodmon_job, job_key, job — the job key
-campaign, stage and job are optional; when given they must match the attempt.
-Other labels (host, filename, …) are accepted and ignored.
+- host (optional): prodmon_host, host, hostname — the worker node
+- site (optional): prodmon_site, site
+
+A known attempt: campaign, stage and job are optional; when given they must
+match it. An attempt not seen yet (a shipper such as Promtail or Grafana Alloy
+knows only its labels; the start event may come later or never) is created
+from the labels, in the token's experiment, the way a heartbeat without a
+start creates one: campaign, stage and job are then required (400 naming the
+missing label), the campaign and stage must exist (404 naming the label), and
+the job is created if new. With a host label it is recorded as started on
+that node. Other labels (filename, …) are accepted and ignored.
+
+A push is one transaction: every stream is resolved (and its attempt created)
+and appended, or, on any error, nothing is kept and the answer names the
+label at fault. So a 204 means every line is stored, a 4xx that none is.
 """
 
 import datetime as dt
@@ -30,6 +43,7 @@ from django.db import transaction
 
 from logserver.models import IngestToken
 from logserver.services import _event_claim, log_chunk_store
+from prodmon import services as production
 from prodmon.models import Attempt, Experiment
 
 LABELS = {
@@ -37,7 +51,10 @@ LABELS = {
     "campaign": ("prodmon_campaign", "campaign"),
     "stage": ("prodmon_stage", "stage"),
     "job": ("prodmon_job", "job_key", "job"),
+    "host": ("prodmon_host", "host", "hostname"),
+    "site": ("prodmon_site", "site"),
 }
+CREATE_NEEDS = ("campaign", "stage", "job")
 MAX_NS = 253402300799 * 10**9  # 9999-12-31
 
 
@@ -111,7 +128,57 @@ def _label(labels: dict[str, str], name: str) -> tuple[str, str] | None:
     return None
 
 
-def loki_attempt_resolve(*, experiment: Experiment, labels: dict[str, str]) -> Attempt:
+def _first_time(entries: list[tuple[int, str]]) -> dt.datetime:
+    ns = min((ns for ns, _ in entries), default=None)
+    if ns is None:
+        return dt.datetime.now(tz=dt.UTC)
+    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
+
+
+def _attempt_create(
+    *, experiment: Experiment, labels: dict[str, str], key: str, uid: uuid.UUID, at: dt.datetime
+) -> Attempt:
+    """An unseen attempt, created from its stream labels (see the module docstring)."""
+    names: dict[str, str] = {}
+    used: dict[str, str] = {}
+    for name in CREATE_NEEDS:
+        found = _label(labels, name)
+        if found is None or not found[1].strip():
+            raise LokiError(
+                LABELS[name][0],
+                f"label {LABELS[name][0]} (or {', '.join(LABELS[name][1:])}) is missing: "
+                f"attempt {uid} is not known yet, so the stream must name its campaign, "
+                "stage and job to create it",
+            )
+        used[name], names[name] = found
+    identity = production.AttemptIdentity(
+        campaign=names["campaign"], stage=names["stage"], job=names["job"], attempt=uid
+    )
+    host = _label(labels, "host")
+    site = _label(labels, "site")
+    try:
+        if host is not None and host[1].strip():
+            attempt = production.attempt_record_start(
+                experiment=experiment,
+                identity=identity,
+                at=at,
+                hostname=host[1].strip(),
+                site=site[1] if site else "",
+            )
+        else:
+            attempt = production.attempt_record_heartbeat(
+                experiment=experiment, identity=identity, at=at, metrics=production.Metrics()
+            )
+    except production.IdentityError as exc:
+        label = used.get(exc.field, key if exc.field == "attempt" else exc.field)
+        raise LokiError(label, f"label {label}: {exc.message}", status=exc.status) from exc
+    return attempt
+
+
+def loki_attempt_resolve(
+    *, experiment: Experiment, labels: dict[str, str], at: dt.datetime | None = None
+) -> Attempt:
+    """The attempt a stream names, created from its labels when not seen yet."""
     found = _label(labels, "attempt")
     if found is None:
         raise LokiError(
@@ -130,11 +197,12 @@ def loki_attempt_resolve(*, experiment: Experiment, labels: dict[str, str]) -> A
         .first()
     )
     if attempt is None:
-        raise LokiError(
-            key,
-            f"label {key}: no attempt {uid} in experiment {experiment.name!r} "
-            "(send its start event first)",
-            status=404,
+        return _attempt_create(
+            experiment=experiment,
+            labels=labels,
+            key=key,
+            uid=uid,
+            at=at or dt.datetime.now(tz=dt.UTC),
         )
     job = attempt.job
     actual = {"campaign": job.stage.campaign.name, "stage": job.stage.name, "job": job.key}
@@ -197,20 +265,29 @@ def _append(*, experiment: Experiment, attempt: Attempt, stream: LokiStream) -> 
 
 
 def loki_push(*, token: IngestToken, streams: list[LokiStream]) -> LokiPushOutcome:
-    """Append every stream to its attempt's log. All streams are resolved before
-    anything is written, so a bad label refuses the whole push."""
+    """Append every stream to its attempt's log, creating unseen attempts from
+    their labels. One transaction: a bad label anywhere refuses the whole push
+    and nothing of it is kept (no attempt created, no line stored)."""
     experiment = token.experiment
-    resolved = [
-        (stream, loki_attempt_resolve(experiment=experiment, labels=stream.labels))
-        for stream in streams
-        if stream.entries
-    ]
     applied = duplicates = lines = 0
-    for stream, attempt in resolved:
-        new, count = _append(experiment=experiment, attempt=attempt, stream=stream)
-        if new:
-            applied += 1
-            lines += count
-        else:
-            duplicates += 1
+    with transaction.atomic():
+        resolved = [
+            (
+                stream,
+                loki_attempt_resolve(
+                    experiment=experiment,
+                    labels=stream.labels,
+                    at=_first_time(stream.entries),
+                ),
+            )
+            for stream in streams
+            if stream.entries
+        ]
+        for stream, attempt in resolved:
+            new, count = _append(experiment=experiment, attempt=attempt, stream=stream)
+            if new:
+                applied += 1
+                lines += count
+            else:
+                duplicates += 1
     return LokiPushOutcome(streams=applied, duplicates=duplicates, lines=lines)

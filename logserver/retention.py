@@ -1,10 +1,11 @@
 """Log retention: tails (chunks and their index) are kept N days and full logs
 M days, per experiment (LogRetentionPolicy, defaults from settings).
 
-A job that is still open in triage never loses its logs. Until the triage app
-provides a selector for that, a job counts as open whenever its state is not
-`succeeded` (see _open_job_q): failed jobs keep their logs until someone
-closes them.
+A job that is still open in triage never loses its logs: triage decides
+(triage.selectors.jobs_open_in_triage: a failure in a class that is new,
+ongoing or regressed, or a failed job that triage has not classified yet). A
+job that has not ended (pending, queued, running) keeps its logs too. Once its
+failures sit in resolved or ignored classes, a job's logs age out like any other.
 """
 
 import datetime as dt
@@ -33,9 +34,16 @@ logger = logging.getLogger(__name__)
 BATCH = 200
 
 
-def _open_job_q(prefix: str = "job__") -> Q:
-    # Stand-in for triage's "open" until it has a selector: anything not succeeded.
-    return ~Q(**{f"{prefix}state": Job.State.SUCCEEDED})
+ENDED_STATES = (Job.State.SUCCEEDED, Job.State.FAILED)
+
+
+def _open_job_q(experiment: Experiment, prefix: str = "job__") -> Q:
+    """Jobs whose logs retention keeps: open in triage, or not ended."""
+    from triage.selectors import jobs_open_in_triage
+
+    return Q(**{f"{prefix}id__in": jobs_open_in_triage(experiment_id=experiment.pk)}) | ~Q(
+        **{f"{prefix}state__in": ENDED_STATES}
+    )
 
 
 @dataclass(frozen=True)
@@ -126,9 +134,10 @@ def logs_retention_enforce(
         )
         report.experiments.append(result)
 
+        open_q = _open_job_q(experiment)
         expired = _expired_tails(experiment, now - dt.timedelta(days=days.tail_days))
-        result.tails_kept_open = expired.filter(_open_job_q()).count()
-        closed_tails = expired.exclude(_open_job_q())
+        result.tails_kept_open = expired.filter(open_q).count()
+        closed_tails = expired.exclude(open_q)
         ids = list(closed_tails.values_list("pk", flat=True))
         result.tails = len(ids)
         stats = LogChunk.objects.filter(attempt_id__in=closed_tails.values("pk")).aggregate(
@@ -143,8 +152,8 @@ def logs_retention_enforce(
         old = FullLog.objects.filter(
             attempt__job__stage__campaign__experiment=experiment, uploaded_at__lt=full_cutoff
         )
-        result.full_logs_kept_open = old.filter(_open_job_q("attempt__job__")).count()
-        closed = old.exclude(_open_job_q("attempt__job__"))
+        result.full_logs_kept_open = old.filter(_open_job_q(experiment, "attempt__job__")).count()
+        closed = old.exclude(_open_job_q(experiment, "attempt__job__"))
         result.full_logs = closed.count()
         result.full_log_bytes = closed.aggregate(s=Coalesce(Sum("size"), 0))["s"]
         if not dry_run:

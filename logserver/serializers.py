@@ -7,6 +7,7 @@ OpenAPI schema served at /api/v1/schema/.
 import base64
 import binascii
 import re
+import threading
 
 from django.conf import settings
 from rest_framework import serializers
@@ -156,6 +157,28 @@ SERIALIZERS = {
     "heartbeat": HeartbeatEventSerializer,
     "end": EndEventSerializer,
 }
+
+_per_thread = threading.local()
+
+
+def event_validate(kind: str, data) -> serializers.Serializer:
+    """Validate one event with the serializer of its kind; check `.errors`.
+
+    A DRF serializer deep-copies all its declared fields when it is built,
+    which costs more than the validation itself. Each thread therefore keeps
+    one serializer per kind and reruns it on the next event's data (a thread
+    validates one event at a time, so nothing is shared between requests).
+    """
+    cached = _per_thread.__dict__.setdefault("serializers", {})
+    serializer = cached.get(kind)
+    if serializer is None:
+        serializer = cached[kind] = SERIALIZERS[kind](data=data)
+    else:
+        serializer.initial_data = data
+        for attr in ("_validated_data", "_errors", "_data"):
+            serializer.__dict__.pop(attr, None)
+    serializer.is_valid()
+    return serializer
 
 
 class BulkSerializer(serializers.Serializer):

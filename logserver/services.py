@@ -190,8 +190,21 @@ def event_ingest(*, token: IngestToken, kind: str, data: dict) -> IngestOutcome:
 
 
 def _after_attempt_end(stage_id: int, attempt_id: int) -> None:
+    # One enqueue on the request path; the worker fans out (attempt_ended_fanout).
     # Side work after the commit must never fail an acknowledged ingest:
     # with the broker down, the periodic sweeps catch up.
+    from logserver.tasks import attempt_ended_task
+
+    try:
+        attempt_ended_task.delay(stage_id, attempt_id)
+    except Exception:  # noqa: BLE001
+        logger.exception("could not enqueue the follow-up work of attempt %s", attempt_id)
+
+
+def attempt_ended_fanout(stage_id: int, attempt_id: int) -> None:
+    """What an attempt's end sets off: classification, node health, the
+    stage's progress sample, ETA/notifications and dependent-stage launch,
+    each its own task (own retries), and indexing of the rest of the log."""
     followups = (
         (attempt_classify_task, attempt_id),
         (node_health_update_task, attempt_id),

@@ -27,6 +27,14 @@ def log_index_attempt_task(attempt_id: int) -> None:
     indexing.log_index_attempt(attempt_id=attempt_id)
 
 
+@shared_task(name="logserver.attempt_ended_task", ignore_result=True)
+def attempt_ended_task(stage_id: int, attempt_id: int) -> None:
+    """Fan an attempt's end out to its follow-up tasks, off the request path."""
+    from logserver.services import attempt_ended_fanout
+
+    attempt_ended_fanout(stage_id, attempt_id)
+
+
 @shared_task(name="logserver.log_index_reconcile_task", ignore_result=True)
 def log_index_reconcile_task() -> None:
     from logserver import indexing

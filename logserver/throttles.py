@@ -2,42 +2,54 @@
 
 Both answer 429 with Retry-After (DRF sets it) before any database work, so
 a server at 2x its capacity sheds the excess cheaply instead of queueing it
-into time-outs. The global limit is shared by every worker through the cache
-(Redis in production): PRODMON_INGEST_CAPACITY events per second, 0 = off.
+into time-outs. Both are fixed-window counters in the cache (Redis in
+production), shared by every worker: one INCR per limit and request, whatever
+the rate. (DRF's SimpleRateThrottle keeps a list of every request time in the
+window and rewrites it on each request: at 60,000/min that list is tens of
+kilobytes read and written per event.)
+
+- global: PRODMON_INGEST_CAPACITY events per second, 0 = off; a bulk request
+  weighs as many events as it carries;
+- per token: the "ingest" rate of REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
+  (PRODMON_INGEST_RATE), e.g. "60000/min".
 """
 
+import math
 import time
 
 from django.conf import settings
 from django.core.cache import cache
 from rest_framework.settings import api_settings
-from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
+from rest_framework.throttling import BaseThrottle
+
+PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-class GlobalIngestThrottle(BaseThrottle):
-    """A one-second window of events shared by all workers.
+def window_admit(key: str, weight: int, limit: int, period: int, now: float) -> tuple[bool, float]:
+    """Count `weight` into the current window of `period` seconds.
 
-    A bulk request weighs as many events as it carries. A request is admitted
+    Returns (admitted, seconds until the window ends). A request is admitted
     while the window had room before it, so one large batch can always get
-    through an idle second, and what follows it in that second is shed."""
+    through an idle window, and what follows it in that window is shed.
+    """
+    start = int(now // period) * period
+    full_key = f"{key}:{start}"
+    try:
+        after = cache.incr(full_key, weight)
+    except ValueError:  # first in this window (or expired between calls)
+        if cache.add(full_key, weight, timeout=period + 5):
+            after = weight
+        else:
+            after = cache.incr(full_key, weight)
+    return after - weight < limit, max(start + period - now, 0.001)
 
-    def allow_request(self, request, view) -> bool:
-        capacity = settings.PRODMON_INGEST_CAPACITY
-        if capacity <= 0:
-            return True
-        weight = _weight(request)
-        key = f"ingest-capacity:{int(time.time())}"
-        if cache.add(key, weight, timeout=5):
-            return True
-        try:
-            after = cache.incr(key, weight)
-        except ValueError:  # expired between add and incr
-            cache.set(key, weight, timeout=5)
-            return True
-        return after - weight < capacity
 
-    def wait(self) -> float:
-        return 1.0
+def parse_rate(rate: str | None) -> tuple[int, int] | None:
+    """'60000/min' -> (60000, 60); None or '' -> None (no limit)."""
+    if not rate:
+        return None
+    count, _, period = rate.partition("/")
+    return int(count), PERIODS[period[0]]
 
 
 def _weight(request) -> int:
@@ -47,30 +59,49 @@ def _weight(request) -> int:
     return 1
 
 
-class IngestRateThrottle(SimpleRateThrottle):
+class GlobalIngestThrottle(BaseThrottle):
+    """A one-second window of events shared by all workers."""
+
+    _wait = 1.0
+
+    def allow_request(self, request, view) -> bool:
+        capacity = settings.PRODMON_INGEST_CAPACITY
+        if capacity <= 0:
+            return True
+        admitted, self._wait = window_admit(
+            "ingest-capacity", _weight(request), capacity, 1, time.time()
+        )
+        return admitted
+
+    def wait(self) -> float:
+        return 1.0
+
+
+class IngestRateThrottle(BaseThrottle):
     """The global capacity first, then the token's own rate."""
 
     scope = "ingest"
-    _over_capacity = False
+
+    def __init__(self):
+        self._wait: float | None = None
 
     def allow_request(self, request, view) -> bool:
         if not GlobalIngestThrottle().allow_request(request, view):
-            self._over_capacity = True
+            self._wait = 1.0
             return False
-        return super().allow_request(request, view)
-
-    def wait(self):
-        return 1.0 if self._over_capacity else super().wait()
-
-    def get_rate(self):
         # Read at call time, not import time, so settings changes apply.
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
-
-    def get_cache_key(self, request, view):
+        rate = parse_rate(api_settings.DEFAULT_THROTTLE_RATES.get(self.scope))
+        if rate is None:
+            return True
         token = request.auth
-        ident = (
-            f"token-{token.pk}"
-            if token is not None and hasattr(token, "pk")
-            else self.get_ident(request)
+        ident = f"token-{token.pk}" if getattr(token, "pk", None) else self.get_ident(request)
+        admitted, remaining = window_admit(
+            f"throttle:{self.scope}:{ident}", 1, rate[0], rate[1], time.time()
         )
-        return self.cache_format % {"scope": self.scope, "ident": ident}
+        if not admitted:
+            self._wait = remaining
+        return admitted
+
+    def wait(self) -> float | None:
+        # Retry-After is whole seconds; never advertise 0 for a shed request.
+        return None if self._wait is None else float(max(math.ceil(self._wait), 1))

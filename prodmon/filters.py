@@ -51,6 +51,13 @@ class JobFilter(django_filters.FilterSet):
         widget=forms.NumberInput(attrs={"step": 1, "placeholder": "class id"}),
     )
 
+    attention = django_filters.ChoiceFilter(
+        method="filter_attention",
+        choices=triage_selectors.ATTENTION_CHOICES,
+        label="Needs attention",
+        empty_label="anything",
+    )
+
     class Meta:
         model = Job
         fields: list[str] = []
@@ -70,3 +77,9 @@ class JobFilter(django_filters.FilterSet):
         # The triage app knows which jobs' latest failure is in a class.
         job_ids = triage_selectors.error_class_job_ids(str(int(value)), self._experiment_ids)
         return queryset.filter(pk__in=job_ids)
+
+    def filter_attention(self, queryset, name, value):
+        # Lost, hung, duplicate completions and partial failures: triage knows.
+        return queryset.filter(
+            pk__in=triage_selectors.attention_job_ids(value, self._experiment_ids)
+        )

@@ -2,9 +2,10 @@
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, DateTimeField, F, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce, Greatest
+from django.core.cache import cache
+from django.db.models import Count, F, QuerySet
 
 from prodmon.models import (
     Attempt,
@@ -19,6 +20,21 @@ from prodmon.models import (
 )
 
 JOB_STATES = [s.value for s in Job.State]
+
+
+def page_cached(key: str, compute):
+    """Expensive aggregates of the campaign pages, kept PRODMON_PAGE_CACHE_SECONDS
+    (60; 0: off). At a million jobs a count or a scan of a campaign's attempts
+    costs far more than the page; the pages say their figures may be that old."""
+    ttl = int(getattr(settings, "PRODMON_PAGE_CACHE_SECONDS", 60))
+    if ttl <= 0:
+        return compute()
+    key = f"prodmon:page:{key}"
+    found = cache.get(key)
+    if found is None:
+        found = compute()
+        cache.set(key, found, ttl)
+    return found
 
 
 def experiment_ids_for_user(*, user: AbstractBaseUser, min_role: int = Role.VIEWER) -> set[int]:
@@ -86,6 +102,13 @@ class StageProgress:
 
 
 def stage_job_counts(*, stage_ids: list[int]) -> dict[int, dict[str, int]]:
+    return page_cached(
+        "counts:" + ",".join(map(str, sorted(stage_ids))),
+        lambda: _stage_job_counts(stage_ids=stage_ids),
+    )
+
+
+def _stage_job_counts(*, stage_ids: list[int]) -> dict[int, dict[str, int]]:
     counts: dict[int, dict[str, int]] = {sid: dict.fromkeys(JOB_STATES, 0) for sid in stage_ids}
     rows = (
         Job.objects.filter(stage_id__in=stage_ids)
@@ -170,39 +193,30 @@ def stage_config_map(*, stage_ids: list[int]) -> dict[int, ConfigSnapshot]:
 
 def campaign_failed_attempt_list(*, campaign: Campaign, limit: int = 15) -> list[Attempt]:
     """The most recently ended failed attempts of a campaign, newest first."""
-    return list(
-        Attempt.objects.filter(job__stage__campaign=campaign, status=Attempt.Status.FAILED)
-        .select_related("job__stage", "node")
-        .order_by(F("ended_at").desc(nulls_last=True), "-pk")[:limit]
+    return page_cached(
+        f"failed:{campaign.pk}:{campaign.created_at.timestamp():.6f}:{limit}",
+        lambda: list(
+            Attempt.objects.filter(job__stage__campaign=campaign, status=Attempt.Status.FAILED)
+            .select_related("job__stage", "node")
+            .order_by(F("ended_at").desc(nulls_last=True), "-pk")[:limit]
+        ),
     )
 
 
 def job_table_list(*, experiment_ids: set[int]) -> QuerySet[Job]:
     """Jobs with their latest attempt's facts annotated as `last_*`.
 
-    The latest attempt is the one with the highest number. Each annotation is
-    a correlated subquery that walks the (job, number) unique index backwards,
-    so a page of jobs costs one query however many attempts each job has.
+    The latest attempt is Job.last_attempt, kept by database triggers
+    (prodmon.latest_attempt) together with the denormalised `last_site`,
+    `last_activity_at` and the generated `last_update` the table sorts by, so
+    a page of jobs is one index scan plus one join per row, at any size.
     """
-    latest = Attempt.objects.filter(job=OuterRef("pk")).order_by("-number")
-
-    def last(expr: str):
-        return Subquery(latest.values(expr)[:1])
-
-    activity = Subquery(
-        latest.annotate(
-            t=Coalesce("ended_at", "last_heartbeat_at", "started_at", "created_at")
-        ).values("t")[:1],
-        output_field=DateTimeField(),
-    )
     return job_list(experiment_ids=experiment_ids).annotate(
-        last_attempt_uid=last("uid"),
-        last_status=last("status"),
-        last_exit_code=last("exit_code"),
-        last_signal=last("signal"),
-        last_hostname=last("node__hostname"),
-        last_site=last("node__site"),
-        last_update=Greatest("updated_at", Coalesce(activity, "updated_at")),
+        last_attempt_uid=F("last_attempt__uid"),
+        last_status=F("last_attempt__status"),
+        last_exit_code=F("last_attempt__exit_code"),
+        last_signal=F("last_attempt__signal"),
+        last_hostname=F("last_attempt__node__hostname"),
     )
 
 

@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 
+from prodmon import rows
 from prodmon.models import (
     Attempt,
     AuditEntry,
@@ -174,16 +174,28 @@ def audit_record(
 
 
 def node_upsert(*, hostname: str, site: str, properties: dict, at: dt.datetime) -> Node:
-    node = Node.objects.filter(hostname=hostname).first()
-    if node is None:
-        try:
-            with transaction.atomic():
-                return Node.objects.create(
-                    hostname=hostname, site=site, properties=properties, first_seen=at, last_seen=at
-                )
-        except IntegrityError:
-            # Another event for the same new node won the race.
-            node = Node.objects.get(hostname=hostname)
+    found = rows.fetch(
+        Node,
+        f"SELECT {rows.select_list(Node, 'n')} FROM {rows.table(Node)} n "  # noqa: S608
+        "WHERE n.hostname = %s",
+        [hostname],
+    )
+    if found is None:
+        node = rows.insert(
+            Node,
+            conflict=("hostname",),
+            hostname=hostname,
+            site=site,
+            properties=properties,
+            first_seen=at,
+            last_seen=at,
+        )
+        if node is not None:
+            return node
+        # Another event for the same new node won the race.
+        node = Node.objects.get(hostname=hostname)
+    else:
+        node = found[0]
     changed = {}
     if site and node.site != site:
         changed["site"] = site
@@ -193,24 +205,28 @@ def node_upsert(*, hostname: str, site: str, properties: dict, at: dt.datetime) 
     if at - node.last_seen > NODE_TOUCH_INTERVAL:
         changed["last_seen"] = at
     if changed:
-        Node.objects.filter(pk=node.pk).update(**changed)
         for key, value in changed.items():
             setattr(node, key, value)
+        rows.update(node, changed)
     return node
 
 
 # --- attempts -----------------------------------------------------------------
+#
+# The ingest hot path. Its statements are written by hand (prodmon.rows): the
+# ORM's query compiler costs ten to twenty times what a statement costs on a
+# local PostgreSQL, and these run several times per ingested event.
 
 
 def _stage_resolve(*, experiment: Experiment, identity: AttemptIdentity) -> Stage:
-    stage = (
-        Stage.objects.select_related("campaign")
-        .filter(
-            campaign__experiment=experiment, campaign__name=identity.campaign, name=identity.stage
-        )
-        .first()
+    found = rows.fetch(
+        Stage,
+        f"SELECT {rows.select_list(Stage, 's')} FROM {rows.table(Stage)} s "  # noqa: S608
+        f"JOIN {rows.table(Campaign)} c ON c.id = s.campaign_id "
+        "WHERE c.experiment_id = %s AND c.name = %s AND s.name = %s",
+        [experiment.pk, identity.campaign, identity.stage],
     )
-    if stage is None:
+    if found is None:
         if not Campaign.objects.filter(experiment=experiment, name=identity.campaign).exists():
             raise IdentityError(
                 "campaign", f"experiment {experiment.name!r} has no campaign {identity.campaign!r}"
@@ -218,17 +234,16 @@ def _stage_resolve(*, experiment: Experiment, identity: AttemptIdentity) -> Stag
         raise IdentityError(
             "stage", f"campaign {identity.campaign!r} has no stage {identity.stage!r}"
         )
-    return stage
+    return found[0]
 
 
 def _check_identity(attempt: Attempt, *, experiment: Experiment, identity: AttemptIdentity) -> None:
-    job = attempt.job
-    stage = job.stage
+    experiment_id, campaign, stage, job_key = attempt._names
     if (
-        stage.campaign.experiment_id != experiment.pk
-        or stage.campaign.name != identity.campaign
-        or stage.name != identity.stage
-        or job.key != identity.job
+        experiment_id != experiment.pk
+        or campaign != identity.campaign
+        or stage != identity.stage
+        or job_key != identity.job
     ):
         raise IdentityError(
             "attempt",
@@ -238,49 +253,97 @@ def _check_identity(attempt: Attempt, *, experiment: Experiment, identity: Attem
         )
 
 
+_UID = Attempt._meta.get_field("uid")
+
+
 def _attempt_find(*, identity: AttemptIdentity, lock: bool) -> Attempt | None:
-    qs = Attempt.objects.select_related("job__stage__campaign").filter(uid=identity.attempt)
-    if lock:
-        qs = qs.select_for_update(of=("self",))
-    return qs.first()
+    """The attempt by uid, with the names it is known by (`attempt._names`:
+    experiment id, campaign, stage, job key) for the identity check."""
+    found = rows.fetch(
+        Attempt,
+        f"SELECT {rows.select_list(Attempt, 'a')}, c.experiment_id, c.name, s.name, j.key "  # noqa: S608
+        f"FROM {rows.table(Attempt)} a JOIN {rows.table(Job)} j ON j.id = a.job_id "
+        f"JOIN {rows.table(Stage)} s ON s.id = j.stage_id "
+        f"JOIN {rows.table(Campaign)} c ON c.id = s.campaign_id "
+        f"WHERE a.uid = %s{rows.for_update('a') if lock else ''}",
+        [_UID.get_db_prep_value(identity.attempt, connection)],
+        extra=4,
+    )
+    if found is None:
+        return None
+    attempt, names = found
+    attempt._names = names
+    return attempt
 
 
-def _job_lock(*, stage: Stage, key: str, create: bool) -> Job:
-    job = Job.objects.select_for_update().filter(stage=stage, key=key).first()
-    if job is not None:
-        return job
-    if not create:
+def _job_by(where: str, params) -> Job | None:
+    found = rows.fetch(
+        Job,
+        f"SELECT {rows.select_list(Job, 'j')} FROM {rows.table(Job)} j "  # noqa: S608
+        f"WHERE {where}{rows.for_update()}",
+        params,
+    )
+    return None if found is None else found[0]
+
+
+def _job_lock(
+    *, stage: Stage, key: str, create: bool, state: str = Job.State.PENDING
+) -> tuple[Job, bool]:
+    """Lock the stage's job `key`; with `create`, insert it when new (with its
+    first attempt counted: the caller creates that attempt). Returns (job, created)."""
+    where = "j.stage_id = %s AND j.key = %s"
+    if create:
+        # Most events name a job's first attempt: try the insert first. A
+        # concurrent creator makes it wait, then a no-op; lock the row below.
+        job = rows.insert(
+            Job, conflict=("stage", "key"), stage_id=stage.pk, key=key, attempt_count=1, state=state
+        )
+        if job is not None:
+            return job, True
+    job = _job_by(where, [stage.pk, key])
+    if job is None:
         raise IdentityError("job", f"stage {stage} has no job {key!r}")
-    try:
-        with transaction.atomic():
-            Job.objects.create(stage=stage, key=key)
-    except IntegrityError:
-        pass  # created concurrently; lock the winner's row below
-    return Job.objects.select_for_update().get(stage=stage, key=key)
+    return job, False
 
 
 def _attempt_locked_with_job(
-    *, experiment: Experiment, identity: AttemptIdentity, create_job: bool = True
+    *,
+    experiment: Experiment,
+    identity: AttemptIdentity,
+    create_job: bool = True,
+    initial: dict | None = None,
+    job_state: str = Job.State.PENDING,
 ) -> tuple[Job, Attempt]:
-    """Lock the job, then the attempt (creating either when new). Job first, always."""
+    """Lock the job, then the attempt (creating either when new). Job first, always.
+
+    A new attempt is inserted with the `initial` field values; it is marked
+    `attempt.created` so the caller need not write them again."""
     existing = _attempt_find(identity=identity, lock=False)
     if existing is not None:
         _check_identity(existing, experiment=experiment, identity=identity)
-        job = Job.objects.select_for_update().get(pk=existing.job_id)
+        job = _job_by("j.id = %s", [existing.job_id])
         attempt = _attempt_find(identity=identity, lock=True)
+        attempt.job = job
         return job, attempt
     stage = _stage_resolve(experiment=experiment, identity=identity)
-    job = _job_lock(stage=stage, key=identity.job, create=create_job)
-    # Another event for this attempt may have created it while we waited.
-    attempt = _attempt_find(identity=identity, lock=True)
-    if attempt is not None:
-        _check_identity(attempt, experiment=experiment, identity=identity)
-        return job, attempt
-    # The job row is locked, so its count is current: no re-read needed.
-    job.attempt_count += 1
-    job.save(update_fields=["attempt_count", "updated_at"])
-    attempt = Attempt.objects.create(uid=identity.attempt, job=job, number=job.attempt_count)
+    job, created = _job_lock(stage=stage, key=identity.job, create=create_job, state=job_state)
+    job.stage = stage
+    if not created:
+        # Another event for this attempt may have created it while we waited.
+        # (A job we just created has no attempts: any other creator waits on it.)
+        attempt = _attempt_find(identity=identity, lock=True)
+        if attempt is not None:
+            _check_identity(attempt, experiment=experiment, identity=identity)
+            attempt.job = job
+            return job, attempt
+        # The job row is locked, so its count is current: no re-read needed.
+        job.attempt_count += 1
+        rows.update(job, ["attempt_count", "updated_at"])
+    attempt = rows.insert(
+        Attempt, uid=identity.attempt, job=job, number=job.attempt_count, **(initial or {})
+    )
     attempt.job = job
+    attempt.created = True
     return job, attempt
 
 
@@ -327,22 +390,39 @@ def attempt_record_start(
     batch_id: str = "",
 ) -> Attempt:
     node = node_upsert(hostname=hostname, site=site, properties=node_properties or {}, at=at)
-    job, attempt = _attempt_locked_with_job(experiment=experiment, identity=identity)
-    attempt.node = node
-    attempt.started_at = at if attempt.started_at is None else min(attempt.started_at, at)
-    attempt.last_heartbeat_at = _later(attempt.last_heartbeat_at, at)
-    if cores:
-        attempt.cores = cores
-    if batch_id:
-        attempt.batch_id = batch_id
-    if attempt.status == Attempt.Status.QUEUED:
-        attempt.status = Attempt.Status.RUNNING
-    attempt.save(
-        update_fields=["node", "started_at", "last_heartbeat_at", "cores", "batch_id", "status"]
+    job, attempt = _attempt_locked_with_job(
+        experiment=experiment,
+        identity=identity,
+        initial={
+            "node": node,
+            "started_at": at,
+            "last_heartbeat_at": at,
+            "cores": cores or 1,
+            "batch_id": batch_id,
+            "status": Attempt.Status.RUNNING,
+        },
+        job_state=Job.State.RUNNING,
     )
-    if attempt.status == Attempt.Status.RUNNING and job.good_attempt_id is None:
+    if not getattr(attempt, "created", False):
+        attempt.node = node
+        attempt.started_at = at if attempt.started_at is None else min(attempt.started_at, at)
+        attempt.last_heartbeat_at = _later(attempt.last_heartbeat_at, at)
+        if cores:
+            attempt.cores = cores
+        if batch_id:
+            attempt.batch_id = batch_id
+        if attempt.status == Attempt.Status.QUEUED:
+            attempt.status = Attempt.Status.RUNNING
+        rows.update(
+            attempt, ["node", "started_at", "last_heartbeat_at", "cores", "batch_id", "status"]
+        )
+    if (
+        attempt.status == Attempt.Status.RUNNING
+        and job.good_attempt_id is None
+        and job.state != Job.State.RUNNING
+    ):
         job.state = Job.State.RUNNING
-        job.save(update_fields=["state", "updated_at"])
+        rows.update(job, ["state", "updated_at"])
     return attempt
 
 
@@ -367,16 +447,40 @@ def attempt_record_heartbeat(
     if log_end is not None and log_end > attempt.log_bytes:
         attempt.log_bytes = log_end
         fields.append("log_bytes")
-    attempt.save(update_fields=fields)
+    rows.update(attempt, fields)
     return attempt
 
 
 def _state_without_success(job: Job, *, excluding: Attempt) -> str:
     """A job with no good attempt runs while another attempt is open, else it failed."""
-    still_open = (
-        Attempt.objects.filter(job=job, status__in=OPEN_STATUSES).exclude(pk=excluding.pk).exists()
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {rows.table(Attempt)} WHERE job_id = %s AND id <> %s "  # noqa: S608
+            "AND status IN (%s, %s) LIMIT 1",
+            [job.pk, excluding.pk, *OPEN_STATUSES],
+        )
+        still_open = cursor.fetchone() is not None
     return Job.State.RUNNING if still_open else Job.State.FAILED
+
+
+# What an end event may change on the attempt row.
+_ATTEMPT_END_FIELDS = (
+    "status",
+    "ended_at",
+    "exit_code",
+    "signal",
+    "reported_success",
+    "started_at",
+    "wall_s",
+    "cpu_s",
+    "cpu_efficiency",
+    "peak_rss_bytes",
+    "disk_bytes",
+    "events_processed",
+    "output_bytes",
+    "log_bytes",
+    "is_duplicate_completion",
+)
 
 
 def attempt_record_end(
@@ -401,7 +505,7 @@ def attempt_record_end(
     if log_end is not None and log_end > attempt.log_bytes:
         attempt.log_bytes = log_end
     if attempt.is_ended:
-        attempt.save(update_fields=["log_bytes"])
+        rows.update(attempt, ["log_bytes"])
         return attempt, False
 
     succeeded = exit_code == 0 and signal is None and reported_success is not False
@@ -445,11 +549,11 @@ def attempt_record_end(
             job.state = Job.State.SUCCEEDED
         else:
             attempt.is_duplicate_completion = True
-            job.duplicate_completions = F("duplicate_completions") + 1
+            job.duplicate_completions += 1  # the job row is locked
     elif job.good_attempt_id is None:
         job.state = _state_without_success(job, excluding=attempt)
-    attempt.save()
-    job.save(update_fields=["good_attempt", "state", "duplicate_completions", "updated_at"])
+    rows.update(attempt, _ATTEMPT_END_FIELDS)
+    rows.update(job, ["good_attempt", "state", "duplicate_completions", "updated_at"])
     return attempt, True
 
 

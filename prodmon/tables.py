@@ -2,11 +2,37 @@
 annotations describe each job's latest attempt."""
 
 import django_tables2 as tables
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.urls import reverse
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from prodmon.models import Job
 from prodmon.templatetags.prodmon_format import badge, exit_status, timestamp
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most `cap` rows: an exact count(*) over millions of jobs costs
+    more than the page itself. Past the cap the count reads "10,000+"
+    (`count_capped`) and the pages stop there; filters narrow the list."""
+
+    cap = 10_000
+
+    count_capped = False
+
+    @cached_property
+    def count(self) -> int:
+        rows = self.object_list
+        qs = getattr(getattr(rows, "data", None), "data", None)  # BoundRows -> QuerySet
+        if isinstance(qs, QuerySet):
+            # Any cap+1 matching rows will do: no ORDER BY, and only the key
+            # selected, so PostgreSQL drops the annotations' outer joins.
+            n = qs.order_by().values("pk")[: self.cap + 1].count()
+        else:
+            n = len(rows)
+        self.count_capped = n > self.cap
+        return min(n, self.cap)
 
 
 def _stage_jobs_url(record: Job) -> str:
@@ -72,6 +98,13 @@ class JobTable(tables.Table):
 
     def render_state(self, record: Job):
         # `value` would be the choice label; the badge wants the raw state.
+        if record.duplicate_completions:
+            return format_html(
+                '{} <span class="flag" title="completed {} times; only the first good '
+                'attempt counts">duplicate</span>',
+                badge(record.state),
+                record.duplicate_completions + 1,
+            )
         return badge(record.state)
 
     def render_last_exit(self, record: Job):

@@ -2,6 +2,7 @@
 renders; anything outside those experiments is a 404, not a 403, so the pages
 never confirm that someone else's campaign exists."""
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import render
@@ -14,7 +15,7 @@ from prodmon.actions.views import job_actions_context
 from prodmon.filters import JobFilter
 from prodmon.models import Campaign
 from prodmon.progress import dashboard
-from prodmon.tables import JobTable
+from prodmon.tables import CappedCountPaginator, JobTable
 from triage import selectors as triage_selectors
 
 JOBS_PER_PAGE = 50
@@ -48,6 +49,7 @@ def campaign_list(request):
             "cards": cards,  # rows with each stage's estimate and the campaign's
             "state": state,
             "states": Campaign.State.values,
+            "page_cache_seconds": settings.PRODMON_PAGE_CACHE_SECONDS,
         },
     )
 
@@ -73,6 +75,7 @@ def campaign_detail(request, pk):
             "failures": selectors.campaign_failed_attempt_list(
                 campaign=campaign, limit=RECENT_FAILURES
             ),
+            "page_cache_seconds": settings.PRODMON_PAGE_CACHE_SECONDS,
         },
     )
 
@@ -89,7 +92,10 @@ def job_list(request):
     # and no rows, instead of being silently dropped and showing everything.
     rows = jobs.qs if jobs.is_valid() else jobs.queryset.none()
     table = JobTable(rows)
-    RequestConfig(request, paginate={"per_page": JOBS_PER_PAGE}).configure(table)
+    RequestConfig(
+        request,
+        paginate={"per_page": JOBS_PER_PAGE, "paginator_class": CappedCountPaginator},
+    ).configure(table)
     return render(
         request,
         "prodmon/job_list.html",

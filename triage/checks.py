@@ -81,6 +81,16 @@ CHECK_CLASSES: dict[str, ClassSpec] = {
             explanation="An output's checksum differs from the one declared: the data is corrupt.",
         ),
         ClassSpec(
+            key="check:ended-early",
+            source=Source.CHECK,
+            title="Job ended early",
+            category=_C.UNKNOWN,
+            transient=True,
+            action=_A.RETRY,
+            explanation="The job exited 0 but processed fewer events than the job expects: "
+            "it ended early without notice. The unprocessed event range must be redone.",
+        ),
+        ClassSpec(
             key="check:command-failed",
             source=Source.CHECK,
             title="Success check failed",
@@ -164,6 +174,16 @@ def check_outputs(expected, outputs: list[OutputFact]) -> CheckFailure | None:
                         f"output {output.name!r} has checksum {output.checksum or 'none'}, "
                         f"expected {checksum}",
                     )
+    return None
+
+
+def check_events(*, processed: int | None, expected: int | None) -> CheckFailure | None:
+    """An attempt that claims success must have processed every expected event
+    (when both are known)."""
+    if expected and processed is not None and processed < expected:
+        return CheckFailure(
+            "ended-early", f"processed {processed} of {expected} expected events: ended early"
+        )
     return None
 
 

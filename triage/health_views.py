@@ -114,6 +114,50 @@ def node_set(request, pk: int):
     return redirect("health-node-detail", pk=pk)
 
 
+@login_required
+@require_GET
+def attention(request):
+    """Lost and hung attempts (with the events they leave undone), duplicate
+    completions (which attempt counts) and partial failures (what to redo),
+    for the user's experiments or one campaign of them (`?campaign=<id>`)."""
+    experiment_ids = _experiment_ids(request)
+    campaign = None
+    raw = request.GET.get("campaign", "").strip()
+    if raw:
+        if not raw.isdigit():
+            return render(
+                request,
+                "triage/health/attention.html",
+                {"error": f"campaign must be a campaign id, not {raw!r}"},
+                status=400,
+            )
+        campaign = production.campaign_get(pk=int(raw), experiment_ids=experiment_ids)
+        if campaign is None:
+            raise Http404("no such campaign in your experiments")
+    campaign_id = campaign.pk if campaign else None
+    show_resolved = request.GET.get("resolved") == "1"
+    return render(
+        request,
+        "triage/health/attention.html",
+        {
+            "campaign": campaign,
+            "show_resolved": show_resolved,
+            "liveness": selectors.liveness_list(
+                experiment_ids=experiment_ids, campaign_id=campaign_id
+            ),
+            "duplicates": selectors.duplicate_completion_list(
+                experiment_ids=experiment_ids, campaign_id=campaign_id
+            ),
+            "partials": selectors.partial_failure_list(
+                experiment_ids=experiment_ids,
+                campaign_id=campaign_id,
+                include_resolved=show_resolved,
+            ),
+            "kinds": dict(selectors.ATTENTION_CHOICES),
+        },
+    )
+
+
 # --- exports ------------------------------------------------------------------------
 
 

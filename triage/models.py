@@ -393,3 +393,68 @@ class AttemptLiveness(models.Model):
 
     def __str__(self) -> str:
         return f"{self.attempt_id}: {self.state}"
+
+
+class PartialFailure(models.Model):
+    """One partial failure of multi-output work (triage.partial): a submission
+    or an attempt, its kind (one of the six D0 skimming modes), and what must
+    be redone. Written by triage.services.partial_failure_assess after every
+    attempt end; `resolved_at` is set when a later good attempt (or, for a
+    submission, good attempts of all its jobs) made the redo unnecessary."""
+
+    class Kind(models.TextChoices):
+        SUBMISSION_FAILED = "submission-failed", "whole submission failed"
+        SUBMISSION_PARTIAL = "submission-partial", "submission partly failed"
+        JOB_FAILED = "job-failed", "job failed totally"
+        JOB_PARTIAL = "job-partial", "job failed partly"
+        ENDED_EARLY = "ended-early", "job ended early"
+        EMPTY_OUTPUT = "empty-output", "output with zero events"
+
+    class Severity(models.TextChoices):
+        FAILURE = "failure"
+        WARNING = "warning"
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="+")
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+")
+    stage = models.ForeignKey(Stage, on_delete=models.CASCADE, related_name="+")
+    submission = models.ForeignKey(
+        "prodmon.Submission", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    job = models.ForeignKey(
+        "prodmon.Job", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    attempt = models.ForeignKey(
+        Attempt, null=True, blank=True, on_delete=models.CASCADE, related_name="partial_failures"
+    )
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    severity = models.CharField(max_length=8, choices=Severity.choices)
+    detail = models.CharField(max_length=300, blank=True)
+    # What must be redone: input names, output names/patterns, or event ranges.
+    redo_what = models.CharField(max_length=8, blank=True)
+    redo = models.JSONField(default=list, blank=True)
+    events_done = models.BigIntegerField(null=True, blank=True)
+    events_expected = models.BigIntegerField(null=True, blank=True)
+    detected_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-detected_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["attempt", "kind"],
+                condition=models.Q(attempt__isnull=False),
+                name="partial_attempt_kind",
+            ),
+            models.UniqueConstraint(
+                fields=["submission", "kind"],
+                condition=models.Q(attempt__isnull=True, submission__isnull=False),
+                name="partial_submission_kind",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["campaign", "resolved_at"], name="partial_campaign_open"),
+            models.Index(fields=["job"], name="partial_job"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} ({self.attempt_id or self.submission_id})"

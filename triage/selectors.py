@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db.models import Count, F, FloatField, Max, Min, QuerySet, Sum
+from django.core.cache import cache
+from django.db import connection
+from django.db.models import (
+    Count,
+    Exists,
+    F,
+    FloatField,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
 from django.db.models.functions import Coalesce, TruncDay, TruncHour
 from django.utils import timezone
 
 from logserver.selectors import log_line_url, log_pieces, log_tail
-from prodmon.models import Attempt, Campaign, Stage
+from prodmon.models import Attempt, Campaign, Job, Stage
 from triage import kb
 from triage.classify import (
     ClassSpec,
@@ -273,6 +288,7 @@ class Summary:
     stages: list[Stage] = field(default_factory=list)
     sites: list[str] = field(default_factory=list)
     matrix: dict[tuple[int, str], MatrixCell] = field(default_factory=dict)
+    computed_at: dt.datetime | None = None
 
     def cell(self, stage_id: int, site: str) -> MatrixCell | None:
         return self.matrix.get((stage_id, site))
@@ -283,21 +299,89 @@ _core = Coalesce(F("wall_s") * F("cores"), 0.0, output_field=FloatField())
 
 
 def error_summary(*, filters: SummaryFilters, limit: int = 200) -> Summary:
-    """Failures, wall time lost, and the stage x site matrix under the filters."""
+    """Failures, wall time lost, and the stage x site matrix under the filters.
+
+    Cached for TRIAGE_SUMMARY_CACHE_SECONDS (60; 0 turns it off) per set of
+    filters: at a million attempts the window holds hundreds of thousands of
+    classifications, and the page says when its figures were computed."""
+    ttl = int(getattr(settings, "TRIAGE_SUMMARY_CACHE_SECONDS", 60))
+    key = (
+        "triage:summary:"
+        + hashlib.sha256(
+            repr(
+                (
+                    sorted(filters.experiment_ids),
+                    filters.experiment,
+                    filters.campaign,
+                    filters.stage,
+                    filters.site.lower(),
+                    filters.window,
+                    filters.status,
+                    filters.category,
+                    limit,
+                )
+            ).encode()
+        ).hexdigest()
+    )
+    if ttl > 0:
+        found = cache.get(key)
+        if found is not None:
+            return found
+    summary = _error_summary(filters=filters, limit=limit)
+    if ttl > 0:
+        cache.set(key, summary, ttl)
+    return summary
+
+
+_CELLS_SQL = """
+SELECT DISTINCT ON (g.stage_id, g.site) g.stage_id, g.site, g.error_class_id, g.n,
+       sum(g.n) OVER w, sum(g.wall) OVER w
+FROM ({inner}) g
+WINDOW w AS (PARTITION BY g.stage_id, g.site)
+ORDER BY g.stage_id, g.site, g.n DESC, g.error_class_id
+"""
+
+
+def _error_summary(*, filters: SummaryFilters, limit: int) -> Summary:
+    """Two grouped scans: per class (the rows), and per stage x site cell with
+    its top class (the matrix; the totals are the cells' sums)."""
     qs = classification_list(filters=filters)
     per_class = list(
         qs.values("error_class_id")
-        .annotate(
-            n=Count("id"),
-            wall=Sum(_wall),
-            core=Sum(_core),
-            first=Min("seen_at"),
-            last=Max("seen_at"),
-            sites=Count("site", distinct=True),
-        )
-        .order_by("-wall", "-n")[:limit]
+        .annotate(n=Count("id"), wall=Sum(_wall), core=Sum(_core))
+        .annotate(first=Min("seen_at"), last=Max("seen_at"), sites=Count("site", distinct=True))
+        .order_by("-wall", "-n", "error_class_id")[:limit]
     )
-    classes = ErrorClass.objects.in_bulk([r["error_class_id"] for r in per_class])
+    inner = (
+        qs.values("stage_id", "site", "error_class_id")
+        .annotate(n=Count("id"), wall=Sum(_wall))
+        .order_by()
+    )
+    cells: dict[tuple[int, str], MatrixCell] = {}
+    top_ids: dict[tuple[int, str], tuple[int, int]] = {}
+    total_n, total_wall = 0, 0.0
+    if connection.vendor == "postgresql":
+        sql, params = inner.query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(_CELLS_SQL.format(inner=sql), params)
+            for stage_id, site, cid, n, cell_n, cell_wall in cursor.fetchall():
+                cells[(stage_id, site)] = MatrixCell(failures=int(cell_n), wall_s=cell_wall or 0.0)
+                top_ids[(stage_id, site)] = (cid, n)
+    else:  # SQLite: the same from the (small) groups in Python
+        for g in inner:
+            key, n = (g["stage_id"], g["site"]), g["n"]
+            cell = cells.setdefault(key, MatrixCell())
+            cell.failures += n
+            cell.wall_s += g["wall"] or 0.0
+            best = top_ids.get(key)
+            if best is None or n > best[1] or (n == best[1] and g["error_class_id"] < best[0]):
+                top_ids[key] = (g["error_class_id"], n)
+    for cell in cells.values():
+        total_n += cell.failures
+        total_wall += cell.wall_s
+    classes = ErrorClass.objects.select_related("experiment").in_bulk(
+        {r["error_class_id"] for r in per_class} | {cid for cid, _ in top_ids.values()}
+    )
     rows = [
         ClassRow(
             error_class=classes[r["error_class_id"]],
@@ -311,24 +395,10 @@ def error_summary(*, filters: SummaryFilters, limit: int = 200) -> Summary:
         for r in per_class
         if r["error_class_id"] in classes
     ]
-    totals = qs.aggregate(n=Count("id"), wall=Sum(_wall))
-
-    cells: dict[tuple[int, str], MatrixCell] = {}
-    for r in qs.values("stage_id", "site").annotate(n=Count("id"), wall=Sum(_wall)).order_by():
-        cells[(r["stage_id"], r["site"])] = MatrixCell(failures=r["n"], wall_s=r["wall"] or 0.0)
-    top = (
-        qs.values("stage_id", "site", "error_class_id")
-        .annotate(n=Count("id"))
-        .order_by("stage_id", "site", "-n", "error_class_id")
-    )
-    top_ids: dict[tuple[int, str], tuple[int, int]] = {}
-    for r in top:
-        top_ids.setdefault((r["stage_id"], r["site"]), (r["error_class_id"], r["n"]))
-    top_classes = ErrorClass.objects.in_bulk({cid for cid, _ in top_ids.values()})
+    totals = {"n": total_n, "wall": total_wall}
     for key, (cid, n) in top_ids.items():
-        if key in cells:
-            cells[key].top_class = top_classes.get(cid)
-            cells[key].top_count = n
+        cells[key].top_class = classes.get(cid)
+        cells[key].top_count = n
     stages = list(
         Stage.objects.filter(pk__in={k[0] for k in cells})
         .select_related("campaign")
@@ -337,6 +407,7 @@ def error_summary(*, filters: SummaryFilters, limit: int = 200) -> Summary:
     sites = sorted({k[1] for k in cells}, key=lambda s: (s == "", s.lower()))
     return Summary(
         filters=filters,
+        computed_at=timezone.now(),
         rows=rows,
         total_failures=totals["n"] or 0,
         total_wall_s=totals["wall"] or 0.0,
@@ -444,11 +515,17 @@ def stage_choices(*, experiment_ids: set[int]) -> QuerySet[Stage]:
 
 
 def site_choices(*, experiment_ids: set[int]) -> list[str]:
+    """Sites for the filter's suggestions: those of the nodes judged for these
+    experiments (a node-health row exists once a node has an ended attempt).
+    A DISTINCT over every classification would scan millions of rows."""
+    from triage.models import NodeHealth
+
     return sorted(
         s
-        for s in AttemptClassification.objects.filter(experiment_id__in=experiment_ids)
-        .values_list("site", flat=True)
+        for s in NodeHealth.objects.filter(experiment_id__in=experiment_ids)
+        .values_list("node__site", flat=True)
         .distinct()
+        .order_by()
         if s
     )
 
@@ -921,3 +998,315 @@ def error_class_attempt_ids(error_class: str, experiment_ids: set[int]) -> set[i
     else:
         rows = rows.filter(error_class__key=error_class)
     return set(rows.values_list("attempt_id", flat=True))
+
+
+# --- what is still open in triage (log retention asks) ------------------------
+
+OPEN_CLASS_STATUSES = (
+    ErrorClass.Status.NEW,
+    ErrorClass.Status.ONGOING,
+    ErrorClass.Status.REGRESSED,
+)
+
+
+def open_error_class_ids(*, experiment_id: int) -> set[int]:
+    """Classes of the experiment still open in triage (new, ongoing or regressed).
+
+    A class merged into another is open when the class it was merged into
+    (followed to the end of the chain) is."""
+    rows = ErrorClass.objects.filter(experiment_id=experiment_id).values_list(
+        "pk", "merged_into_id", "status"
+    )
+    parent = {pk: merged for pk, merged, _ in rows}
+    status = {pk: st for pk, _, st in rows}
+
+    def root(pk: int) -> int:
+        seen = {pk}
+        while parent.get(pk) is not None and parent[pk] in status and parent[pk] not in seen:
+            pk = parent[pk]
+            seen.add(pk)
+        return pk
+
+    return {pk for pk in status if status[root(pk)] in OPEN_CLASS_STATUSES}
+
+
+def jobs_open_in_triage(*, experiment_id: int) -> QuerySet[Job]:
+    """Jobs of the experiment that are still open in triage, as a query of pks
+    (for `job_id__in=` without loading them):
+
+    - any attempt of the job is classified in an open class (see
+      open_error_class_ids): a shifter has yet to resolve or ignore it;
+    - or the job failed and its latest attempt is not classified yet: triage
+      has not looked at it.
+
+    A job whose failures all sit in resolved or ignored classes is closed."""
+    open_classes = open_error_class_ids(experiment_id=experiment_id)
+    in_open_class = AttemptClassification.objects.filter(
+        experiment_id=experiment_id, error_class_id__in=open_classes
+    ).values("attempt__job_id")
+    latest = Attempt.objects.filter(job_id=OuterRef("pk")).order_by("-number").values("pk")[:1]
+    return (
+        Job.objects.filter(stage__campaign__experiment_id=experiment_id)
+        .annotate(latest_attempt_id=Subquery(latest))
+        .annotate(
+            latest_classified=Exists(
+                AttemptClassification.objects.filter(attempt_id=OuterRef("latest_attempt_id"))
+            )
+        )
+        .filter(Q(pk__in=in_open_class) | Q(state=Job.State.FAILED, latest_classified=False))
+        .order_by()
+        .values("pk")
+    )
+
+
+# --- attempts that need attention: lost, hung, duplicates, partial failures (issue 5) -----
+
+OPEN = (Attempt.Status.QUEUED, Attempt.Status.RUNNING)
+
+
+@dataclass
+class LivenessRow:
+    """An open attempt the liveness sweep calls lost or hung, with the event
+    range it has not processed yet (when the job says how many it expects)."""
+
+    attempt: Attempt
+    state: str
+    since: dt.datetime
+    events_done: int | None
+    events_expected: int | None
+
+    @property
+    def events_remaining(self) -> int | None:
+        if not self.events_expected:
+            return None
+        return max(self.events_expected - (self.events_done or 0), 0)
+
+    @property
+    def remaining_range(self) -> str:
+        """'first-last' of the unprocessed events (1-based), '' when unknown."""
+        if not self.events_remaining:
+            return ""
+        return f"{(self.events_done or 0) + 1}-{self.events_expected}"
+
+
+def _liveness_rows(qs) -> list[LivenessRow]:
+    return [
+        LivenessRow(
+            attempt=row.attempt,
+            state=row.state,
+            since=row.since,
+            events_done=row.attempt.events_processed,
+            events_expected=row.attempt.job.events_expected,
+        )
+        for row in qs
+    ]
+
+
+def liveness_list(
+    *, experiment_ids: set[int], campaign_id: int | None = None, state: str = "", limit: int = 200
+) -> list[LivenessRow]:
+    """Open attempts that are lost or hung (or one of them), newest verdict first."""
+    from triage.models import AttemptLiveness
+
+    qs = AttemptLiveness.objects.filter(
+        campaign__experiment_id__in=experiment_ids, attempt__status__in=OPEN
+    ).exclude(state=AttemptLiveness.State.OK)
+    if campaign_id:
+        qs = qs.filter(campaign_id=campaign_id)
+    if state:
+        qs = qs.filter(state=state)
+    qs = qs.select_related("attempt__job__stage__campaign__experiment", "attempt__node")
+    return _liveness_rows(qs.order_by("-since", "-pk")[:limit])
+
+
+def attempt_liveness_row(*, attempt: Attempt) -> LivenessRow | None:
+    """The liveness verdict of one attempt, when the sweep has judged it."""
+    from triage.models import AttemptLiveness
+
+    qs = AttemptLiveness.objects.filter(attempt=attempt).select_related("attempt__job")
+    rows = _liveness_rows(qs)
+    return rows[0] if rows else None
+
+
+def liveness_job_ids(state: str, experiment_ids: set[int]) -> set[int]:
+    """Jobs with an open attempt in a liveness state ("lost", "hung") — the job
+    table's filter."""
+    from triage.models import AttemptLiveness
+
+    return set(
+        AttemptLiveness.objects.filter(
+            campaign__experiment_id__in=experiment_ids, state=state, attempt__status__in=OPEN
+        ).values_list("attempt__job_id", flat=True)
+    )
+
+
+@dataclass
+class DuplicateRow:
+    """A job that completed more than once: its successful attempts, and the
+    chosen one (the first good one), which alone counts for progress and outputs."""
+
+    job: object
+    attempts: list[Attempt]
+
+    @property
+    def chosen(self) -> Attempt | None:
+        return next((a for a in self.attempts if a.pk == self.job.good_attempt_id), None)
+
+    @property
+    def duplicates(self) -> list[Attempt]:
+        return [a for a in self.attempts if a.is_duplicate_completion]
+
+
+def duplicate_completion_list(
+    *, experiment_ids: set[int], campaign_id: int | None = None, limit: int = 200
+) -> list[DuplicateRow]:
+    from prodmon.models import Job
+
+    jobs = Job.objects.filter(
+        stage__campaign__experiment_id__in=experiment_ids, duplicate_completions__gt=0
+    )
+    if campaign_id:
+        jobs = jobs.filter(stage__campaign_id=campaign_id)
+    jobs = list(
+        jobs.select_related("stage__campaign__experiment").order_by("-updated_at", "-pk")[:limit]
+    )
+    by_job: dict[int, list[Attempt]] = {j.pk: [] for j in jobs}
+    for a in (
+        Attempt.objects.filter(job_id__in=list(by_job), status=Attempt.Status.SUCCEEDED)
+        .select_related("node")
+        .order_by("job_id", "ended_at", "number")
+    ):
+        by_job[a.job_id].append(a)
+    return [DuplicateRow(job=j, attempts=by_job[j.pk]) for j in jobs]
+
+
+def duplicate_job_ids(experiment_ids: set[int]) -> set[int]:
+    from prodmon.models import Job
+
+    return set(
+        Job.objects.filter(
+            stage__campaign__experiment_id__in=experiment_ids, duplicate_completions__gt=0
+        ).values_list("pk", flat=True)
+    )
+
+
+def partial_failure_list(
+    *,
+    experiment_ids: set[int],
+    campaign_id: int | None = None,
+    kind: str = "",
+    include_resolved: bool = False,
+    limit: int = 200,
+):
+    """Partial failures (the six skimming modes), open ones unless asked."""
+    from triage.models import PartialFailure
+
+    qs = PartialFailure.objects.filter(experiment_id__in=experiment_ids)
+    if campaign_id:
+        qs = qs.filter(campaign_id=campaign_id)
+    if kind:
+        qs = qs.filter(kind=kind)
+    if not include_resolved:
+        qs = qs.filter(resolved_at__isnull=True)
+    return list(
+        qs.select_related("campaign__experiment", "stage", "job", "attempt", "submission").order_by(
+            "-detected_at", "-pk"
+        )[:limit]
+    )
+
+
+def attempt_partial_failures(*, attempt: Attempt) -> list:
+    from triage.models import PartialFailure
+
+    return list(PartialFailure.objects.filter(attempt=attempt).order_by("kind"))
+
+
+def partial_failure_job_ids(kind: str, experiment_ids: set[int]) -> set[int]:
+    """Jobs with an open partial failure of a kind: the job table's filter. For
+    a submission's kinds, the jobs whose inputs it says must be redone."""
+    from prodmon.models import Job
+    from triage.models import PartialFailure
+
+    rows = PartialFailure.objects.filter(
+        experiment_id__in=experiment_ids, kind=kind, resolved_at__isnull=True
+    )
+    ids = set(rows.filter(job__isnull=False).values_list("job_id", flat=True))
+    for stage_id, redo in rows.filter(job__isnull=True).values_list("stage_id", "redo"):
+        ids |= set(Job.objects.filter(stage_id=stage_id, key__in=redo).values_list("pk", flat=True))
+    return ids
+
+
+def campaign_attention_counts(*, campaign_id: int) -> dict[str, object]:
+    """What the campaign page shows: lost and hung open attempts, jobs that
+    completed more than once (and the extra completions), and open partial
+    failures by kind."""
+    from prodmon.models import Job
+    from triage.models import PartialFailure
+
+    counts: dict[str, object] = dict(campaign_liveness_counts(campaign_id=campaign_id))
+    dup = Job.objects.filter(stage__campaign_id=campaign_id, duplicate_completions__gt=0).aggregate(
+        jobs=Count("pk"), extra=Sum("duplicate_completions")
+    )
+    counts["duplicate_jobs"] = dup["jobs"] or 0
+    counts["duplicate_completions"] = dup["extra"] or 0
+    partial = dict.fromkeys(PartialFailure.Kind.values, 0)
+    for row in (
+        PartialFailure.objects.filter(campaign_id=campaign_id, resolved_at__isnull=True)
+        .values("kind")
+        .annotate(n=Count("pk"))
+        .order_by()
+    ):
+        partial[row["kind"]] = row["n"]
+    counts["partial"] = partial
+    return counts
+
+
+ATTENTION_CHOICES = [
+    ("lost", "lost attempt"),
+    ("hung", "hung attempt"),
+    ("duplicate", "duplicate completion"),
+    ("submission-failed", "whole submission failed"),
+    ("submission-partial", "submission partly failed"),
+    ("job-failed", "job failed totally (no outputs)"),
+    ("job-partial", "job failed partly (outputs missing)"),
+    ("ended-early", "job ended early (events missing)"),
+    ("empty-output", "output with zero events (warning)"),
+]
+
+
+def attention_job_ids(value: str, experiment_ids: set[int]) -> set[int]:
+    """Job ids for the job table's "needs attention" filter."""
+    if value in ("lost", "hung"):
+        return liveness_job_ids(value, experiment_ids)
+    if value == "duplicate":
+        return duplicate_job_ids(experiment_ids)
+    return partial_failure_job_ids(value, experiment_ids)
+
+
+def job_liveness_rows(*, job) -> list[LivenessRow]:
+    """Open attempts of one job that are lost or hung (the job page)."""
+    from triage.models import AttemptLiveness
+
+    qs = (
+        AttemptLiveness.objects.filter(attempt__job=job, attempt__status__in=OPEN)
+        .exclude(state=AttemptLiveness.State.OK)
+        .select_related("attempt__job")
+        .order_by("attempt__number")
+    )
+    return _liveness_rows(qs)
+
+
+def job_partial_failures(*, job) -> list:
+    """The job's own partial failures, and those of submissions that list its
+    input among what must be redone."""
+    from triage.models import PartialFailure
+
+    own = list(PartialFailure.objects.filter(job=job).select_related("attempt"))
+    subs = [
+        p
+        for p in PartialFailure.objects.filter(
+            stage_id=job.stage_id, job__isnull=True, resolved_at__isnull=True
+        ).select_related("submission")
+        if job.key in (p.redo or [])
+    ]
+    return sorted(own + subs, key=lambda p: (p.resolved_at is not None, -p.detected_at.timestamp()))

@@ -22,7 +22,7 @@ import uuid
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Max, Min, Value
 from django.db.models.functions import Coalesce, Greatest, Least
 from django.urls import reverse
@@ -111,6 +111,9 @@ def _success_failure(attempt: Attempt) -> checks.CheckFailure | None:
         for o in OutputFile.objects.filter(attempt=attempt).only("name", "size", "checksum")
     ]
     failure = checks.check_outputs(job.expected_outputs, outputs)
+    if failure is not None:
+        return failure
+    failure = checks.check_events(processed=attempt.events_processed, expected=job.events_expected)
     if failure is not None:
         return failure
     stage = job.stage
@@ -403,6 +406,7 @@ def attempt_classify_sweep(*, since: dt.datetime | None = None, limit: int = 100
         try:
             if attempt_classify(attempt_id=attempt_id) is not None:
                 done += 1
+            partial_failure_assess(attempt_id=attempt_id)
         except Exception:  # noqa: BLE001 - one bad attempt must not stop the sweep
             logger.exception("could not classify attempt %s", attempt_id)
     return done
@@ -675,23 +679,25 @@ def _node_outcomes(*, node, experiment_id: int, since: dt.datetime, config) -> l
 
 def _site_baselines(
     *, experiment_id: int, site: str, campaign_ids: set, node_id: int, now: dt.datetime, config
-) -> dict:
-    """Failure rate per (site, campaign) over the baseline window, the node itself
-    and nodes already flagged left out (they would drag the baseline up)."""
+) -> tuple[dict, dict]:
+    """Failure rate per (site, campaign), and per (site, campaign, class), over
+    the baseline window, the node itself and nodes already flagged left out
+    (they would drag the baseline up)."""
     from django.db.models import Q
 
     from triage.models import NodeHealth
-    from triage.nodehealth.detector import shrunk_rate
+    from triage.nodehealth.detector import shrunk_class_rate, shrunk_rate
 
     flagged = NodeHealth.objects.filter(
         experiment_id=experiment_id, state=NodeHealth.State.BLACK_HOLE
     ).values("node_id")
+    since = now - dt.timedelta(seconds=config.baseline_window_s)
     rows = (
         Attempt.objects.filter(
             node__site=site,
             job__stage__campaign_id__in=campaign_ids,
             status__in=Attempt.ENDED,
-            ended_at__gte=now - dt.timedelta(seconds=config.baseline_window_s),
+            ended_at__gte=since,
         )
         .exclude(node_id=node_id)
         .exclude(node_id__in=flagged)
@@ -700,9 +706,47 @@ def _site_baselines(
         .order_by()
     )
     found = {r["job__stage__campaign_id"]: (r["f"], r["n"]) for r in rows}
-    return {
+    rates = {
         (site, cid): shrunk_rate(*found.get(cid, (0, 0)), config=config) for cid in campaign_ids
     }
+    # Failures per class, keyed as _failure_key keys the node's own (an
+    # unclassified failure by its exit status), so both sides agree.
+    class_rows = (
+        Attempt.objects.filter(
+            node__site=site,
+            job__stage__campaign_id__in=campaign_ids,
+            status=Attempt.Status.FAILED,
+            ended_at__gte=since,
+        )
+        .exclude(node_id=node_id)
+        .exclude(node_id__in=flagged)
+        .values(
+            "job__stage__campaign_id", "classification__error_class__key", "exit_code", "signal"
+        )
+        .annotate(f=Count("pk"))
+        .order_by()
+    )
+    class_counts: dict[tuple, int] = {}
+    for r in class_rows:
+        key = (site, r["job__stage__campaign_id"], _failure_key(r))
+        class_counts[key] = class_counts.get(key, 0) + r["f"]
+    class_rates = {
+        key: shrunk_class_rate(f, found.get(key[1], (0, 0))[1], config=config)
+        for key, f in class_counts.items()
+    }
+    prior = {
+        cid: shrunk_class_rate(0, found.get(cid, (0, 0))[1], config=config) for cid in campaign_ids
+    }
+
+    def class_rate(site_: str, campaign_id, error_class: str) -> float:
+        found_rate = class_rates.get((site_, campaign_id, error_class))
+        return (
+            found_rate
+            if found_rate is not None
+            else prior.get(campaign_id, config.class_prior_rate)
+        )
+
+    return rates, class_rate
 
 
 def _evidence_json(evidence, *, outcomes: list) -> dict:
@@ -750,7 +794,7 @@ def node_health_assess(*, experiment_id: int, node_id: int, now: dt.datetime | N
         outcomes = _node_outcomes(
             node=health.node, experiment_id=experiment_id, since=since, config=config
         )
-        baselines = _site_baselines(
+        baselines, class_baselines = _site_baselines(
             experiment_id=experiment_id,
             site=health.node.site,
             campaign_ids={o.campaign for o in outcomes},
@@ -759,7 +803,13 @@ def node_health_assess(*, experiment_id: int, node_id: int, now: dt.datetime | N
             config=config,
         )
         previous = health.state
-        result = assess_node(outcomes, baselines=baselines, previous=previous, config=config)
+        result = assess_node(
+            outcomes,
+            baselines=baselines,
+            class_baselines=class_baselines,
+            previous=previous,
+            config=config,
+        )
         health.evidence = _evidence_json(result.evidence, outcomes=outcomes)
         if not health.manual and result.state != previous:
             NodeHealthEvent.objects.create(
@@ -957,6 +1007,16 @@ def liveness_on_heartbeat(*, attempt_id: int) -> bool:
     moved). One cheap query for the usual, healthy case. True when revived."""
     from triage.models import AttemptLiveness
 
+    # The usual case, a healthy attempt, costs one hand-written statement: this
+    # runs after every heartbeat, and the ORM's compiler costs more than the query.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {connection.ops.quote_name(AttemptLiveness._meta.db_table)} "  # noqa: S608
+            "WHERE attempt_id = %s AND state IN (%s, %s) LIMIT 1",
+            [attempt_id, AttemptLiveness.State.LOST, AttemptLiveness.State.HUNG],
+        )
+        if cursor.fetchone() is None:
+            return False
     now = timezone.now()
     revived = AttemptLiveness.objects.filter(
         attempt_id=attempt_id, state=AttemptLiveness.State.LOST
@@ -982,3 +1042,143 @@ def liveness_on_heartbeat(*, attempt_id: int) -> bool:
         )
         return True
     return False
+
+
+# --- partial failures of multi-output jobs (issue 5) ---------------------------------------
+# The verdicts come from the pure triage.partial; these functions load the facts
+# (the job's declared outputs and events, the attempt's outputs) and keep one
+# PartialFailure row per (attempt, kind) and per (submission, kind).
+
+
+def partial_failure_assess(*, attempt_id: int) -> list:
+    """Judge an ended attempt, then its submission (and, when the attempt is
+    its job's good one, the submissions of the job's other attempts, whose
+    redo lists may have shrunk). Returns the attempt's rows."""
+    from prodmon.models import Job
+    from triage import partial
+    from triage.models import PartialFailure
+
+    attempt = (
+        Attempt.objects.select_related("job__stage__campaign")
+        .filter(pk=attempt_id, status__in=Attempt.ENDED)
+        .first()
+    )
+    if attempt is None:
+        return []
+    job = attempt.job
+    stage = job.stage
+    now = timezone.now()
+    if attempt.is_duplicate_completion:
+        # Progress and outputs count one completion: a duplicate adds no finding.
+        findings = []
+    else:
+        findings = partial.attempt_findings(
+            job_key=job.key,
+            # Exit 0 claims success (a post-hoc check may have failed it since).
+            claimed_success=attempt.exit_code == 0 and attempt.signal is None,
+            expected_outputs=job.expected_outputs,
+            outputs=[
+                partial.OutputSeen(o.name, o.size, o.events)
+                for o in OutputFile.objects.filter(attempt=attempt).only("name", "size", "events")
+            ],
+            events_processed=attempt.events_processed,
+            events_expected=job.events_expected,
+        )
+    # A finding on an attempt whose job has (another) good attempt needs no redo.
+    good_id = Job.objects.filter(pk=job.pk).values_list("good_attempt_id", flat=True).first()
+    settled = good_id is not None and good_id != attempt.pk
+    rows = []
+    with transaction.atomic():
+        PartialFailure.objects.filter(attempt=attempt).exclude(
+            kind__in=[f.kind for f in findings]
+        ).delete()
+        for f in findings:
+            row, _ = PartialFailure.objects.update_or_create(
+                attempt=attempt,
+                kind=f.kind,
+                defaults={
+                    "experiment_id": stage.campaign.experiment_id,
+                    "campaign_id": stage.campaign_id,
+                    "stage_id": stage.pk,
+                    "submission_id": attempt.submission_id,
+                    "job_id": job.pk,
+                    "severity": f.severity,
+                    "detail": f.detail[:300],
+                    "redo_what": f.redo_what,
+                    "redo": f.redo,
+                    "events_done": f.events_done,
+                    "events_expected": f.events_expected,
+                    "resolved_at": now if settled and f.severity == partial.FAILURE else None,
+                },
+            )
+            rows.append(row)
+        if good_id == attempt.pk:
+            PartialFailure.objects.filter(
+                job=job, severity=partial.FAILURE, resolved_at__isnull=True
+            ).exclude(attempt=attempt).update(resolved_at=now)
+    submissions = {attempt.submission_id} if attempt.submission_id else set()
+    if good_id == attempt.pk:
+        submissions |= set(
+            Attempt.objects.filter(job=job, submission__isnull=False).values_list(
+                "submission_id", flat=True
+            )
+        )
+    for submission_id in sorted(submissions):
+        partial_failure_assess_submission(submission_id=submission_id)
+    return rows
+
+
+def partial_failure_assess_submission(*, submission_id: int):
+    """Judge a submission once none of its attempts is open: whole or partial
+    failure, and which inputs still need a good attempt."""
+    from django.db.models import Exists, OuterRef, Q
+
+    from prodmon.models import Submission
+    from triage import partial
+    from triage.models import PartialFailure
+
+    submission = (
+        Submission.objects.select_related("stage__campaign").filter(pk=submission_id).first()
+    )
+    if submission is None:
+        return None
+    attempts = Attempt.objects.filter(submission=submission)
+    if attempts.filter(status__in=[Attempt.Status.QUEUED, Attempt.Status.RUNNING]).exists():
+        return None  # judged when its last attempt ends
+    has_output = OutputFile.objects.filter(attempt=OuterRef("pk"), size__gt=0)
+    per_job: dict[str, partial.SubmissionJob] = {}
+    for row in attempts.annotate(out=Exists(has_output)).values(
+        "job__key", "status", "out", "job__good_attempt_id"
+    ):
+        produced = row["status"] == Attempt.Status.SUCCEEDED or row["out"]
+        seen = per_job.get(row["job__key"])
+        per_job[row["job__key"]] = partial.SubmissionJob(
+            row["job__key"],
+            produced or (seen is not None and seen.produced_output),
+            recovered=row["job__good_attempt_id"] is not None,
+        )
+    finding = partial.submission_finding(list(per_job.values()))
+    stage = submission.stage
+    now = timezone.now()
+    with transaction.atomic():
+        stale = PartialFailure.objects.filter(submission=submission, attempt__isnull=True)
+        if finding is None:
+            stale.delete()
+            return None
+        stale.filter(~Q(kind=finding.kind)).delete()
+        row, _ = PartialFailure.objects.update_or_create(
+            submission=submission,
+            attempt=None,
+            kind=finding.kind,
+            defaults={
+                "experiment_id": stage.campaign.experiment_id,
+                "campaign_id": stage.campaign_id,
+                "stage_id": stage.pk,
+                "severity": finding.severity,
+                "detail": finding.detail[:300],
+                "redo_what": finding.redo_what,
+                "redo": finding.redo,
+                "resolved_at": None if finding.redo else now,
+            },
+        )
+    return row

@@ -14,6 +14,9 @@ def attempt_classify_task(attempt_id: int) -> None:
     from triage import services
 
     services.attempt_classify(attempt_id=attempt_id)
+    # After the checks: a post-hoc failure (a missing output, an early end)
+    # is already recorded when the partial failures are judged.
+    services.partial_failure_assess(attempt_id=attempt_id)
 
 
 @shared_task(name="triage.rule_reclassify_task", ignore_result=True)

@@ -23,6 +23,7 @@ urlpatterns += [
     path("nodes/", health_views.node_overview, name="health-nodes"),
     path("nodes/<int:pk>/", health_views.node_detail, name="health-node-detail"),
     path("nodes/<int:pk>/set/", health_views.node_set, name="health-node-set"),
+    path("attention/", health_views.attention, name="health-attention"),
     path(
         "exclusions/htcondor/",
         health_views.ExclusionExportApi.as_view(fmt="htcondor"),

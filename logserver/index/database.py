@@ -5,12 +5,36 @@ PostgreSQL: words match through a GIN index on to_tsvector('simple', text)
 through a pg_trgm trigram GIN index. SQLite (the embedded default): two FTS5
 tables kept in step by triggers, unicode61 for words and trigram for phrases.
 Both are created by migration 0003_log_line_fulltext.
+
+Query shape on PostgreSQL (measured with bench/logindex.py at 10 M lines):
+results are newest first, LIMIT n + 1 (the extra row says "more"; nothing
+ever counts all matches). Two plans exist and each is right half the time:
+
+- "ordered": walk the (experiment, timestamp) index backwards and stop at n
+  matches. Fast when matches are dense among the rows walked; with an
+  uncommon word it filters hundreds of thousands of rows, each through
+  to_tsvector(), for seconds (the planner's LIMIT costing assumes matches
+  are spread evenly and picks it anyway).
+- "gin": take every match from the GIN indexes and sort them (ordering by
+  `timestamp + interval '0'` keeps the planner off the ordered index). Fast
+  when matches are few, slow for a common word.
+
+For words the choice is made from PostgreSQL's own row estimates (the GIN
+statistics of the tsvector expression are good): the rows the GIN path would
+fetch against the rows the ordered walk would filter (window x rows in range /
+matches, each costing ~SCAN_COST fetches). For quoted phrases the ILIKE
+estimates are right for common text but can be 10x low for rare text: when
+the estimate says many, the ordered walk (ILIKE is a cheap filter); when it
+says few, a probe reads (timestamp, id) of up to FEW_MATCHES matches through
+the trigram index: if that is all of them, the page is cut from the probe and
+only its rows are read, else the ordered walk.
 """
 
+import json
 from collections.abc import Sequence
 
 from django.db import connection, transaction
-from django.db.models import BooleanField, Q
+from django.db.models import BooleanField, DateTimeField, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
 from logserver.index.base import (
@@ -30,6 +54,11 @@ FTS_WORDS = f"{TABLE}_fts"
 FTS_TRIGRAMS = f"{TABLE}_trgm"
 TSCONFIG = "simple"
 WRITE_BATCH = 2000
+# Phrases: at most this many matches are read whole through the trigram index.
+FEW_MATCHES = 10_000
+# Filtering a row in the ordered walk (to_tsvector) costs about this many GIN-path
+# row fetches (measured at 10 M lines: ~9 µs against ~3-8 µs a fetched and sorted row).
+SCAN_COST = 3
 
 
 def _like_escape(text: str) -> str:
@@ -95,6 +124,28 @@ def _text_conditions(parsed: ParsedQuery) -> list[RawSQL]:
     for term in parsed.terms:
         conds.append(Q(text__icontains=term))
     return conds
+
+
+def _estimated_rows(qs: QuerySet) -> float:
+    plan = json.loads(qs.order_by().values("id").explain(format="json"))
+    return float(plan[0]["Plan"]["Plan Rows"])
+
+
+def _gin_is_cheaper(*, full: QuerySet, text_only: QuerySet, unfiltered: QuerySet, window: int):
+    """Words: whether fetching every GIN match beats the ordered walk (see above)."""
+    gin_rows = _estimated_rows(text_only)
+    walked = window * _estimated_rows(unfiltered) / max(_estimated_rows(full), 1.0)
+    return gin_rows <= SCAN_COST * walked
+
+
+def _phrase_probe(qs: QuerySet) -> list[int] | None:
+    """Phrases: the ids of every match, newest first, if there are at most
+    FEW_MATCHES of them (else None)."""
+    probe = list(qs.order_by().values_list("timestamp", "id")[: FEW_MATCHES + 1])
+    if len(probe) > FEW_MATCHES:
+        return None
+    probe.sort(reverse=True)
+    return [pk for _, pk in probe]
 
 
 class DatabaseLogIndex(LogIndex):
@@ -172,9 +223,8 @@ class DatabaseLogIndex(LogIndex):
         parsed = query.parsed
         if parsed.is_empty or not query.experiment_ids:
             return SearchPage()
-        qs = LogLine.objects.filter(experiment_id__in=query.experiment_ids)
-        for cond in _text_conditions(parsed):
-            qs = qs.filter(cond)
+        scope = LogLine.objects.filter(experiment_id__in=query.experiment_ids)
+        qs = scope
         attempts = Attempt.objects.all()
         narrowed = False
         for value, lookup in (
@@ -197,11 +247,40 @@ class DatabaseLogIndex(LogIndex):
             qs = qs.filter(timestamp__gte=query.since)
         if query.until is not None:
             qs = qs.filter(timestamp__lt=query.until)
-        rows = list(
-            qs.order_by("-timestamp", "-id").values_list(
-                "attempt__uid", "line_no", "offset", "text", "timestamp", "level"
-            )[query.offset : query.offset + query.limit + 1]
-        )
+        unfiltered = qs
+        text_only = scope
+        for cond in _text_conditions(parsed):
+            qs = qs.filter(cond)
+            text_only = text_only.filter(cond)
+        start, stop = query.offset, query.offset + query.limit + 1
+        fields = ("attempt__uid", "line_no", "offset", "text", "timestamp", "level")
+        ordered = qs.order_by("-timestamp", "-id")
+        if connection.vendor != "postgresql":
+            rows = list(ordered.values_list(*fields)[start:stop])
+        elif (
+            parsed.phrases
+            and _estimated_rows(qs) <= FEW_MATCHES
+            and (ids := _phrase_probe(qs)) is not None
+        ):
+            page = ids[start:stop]
+            rows = list(
+                LogLine.objects.filter(id__in=page)
+                .order_by("-timestamp", "-id")
+                .values_list(*fields)
+            )
+        elif not parsed.phrases and _gin_is_cheaper(
+            full=qs, text_only=text_only, unfiltered=unfiltered, window=stop
+        ):
+            gin = qs.annotate(
+                unordered_ts=RawSQL(
+                    f'"{TABLE}"."timestamp" + interval \'0 seconds\'',
+                    [],
+                    output_field=DateTimeField(),
+                )
+            ).order_by("-unordered_ts", "-id")
+            rows = list(gin.values_list(*fields)[start:stop])
+        else:
+            rows = list(ordered.values_list(*fields)[start:stop])
         hits = [
             SearchHit(
                 attempt_uid=str(uid),

@@ -24,6 +24,7 @@ import functools
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from logserver.conf import setting
@@ -249,10 +250,15 @@ def es_client():
     api_key = setting("ELASTICSEARCH_API_KEY")
     ca_certs = setting("ELASTICSEARCH_CA_CERTS")
     verify = setting("ELASTICSEARCH_VERIFY_CERTS")
-    key = (url, api_key, ca_certs, verify)
+    # The client's HTTP node class ("urllib3", the default, or "requests"; the
+    # tests give a recording node: the only thing they replace).
+    node_class = getattr(settings, "ELASTICSEARCH_NODE_CLASS", None)
+    key = (url, api_key, ca_certs, verify, node_class)
     with _clients_lock:
         if key not in _clients:
             kwargs: dict = {"request_timeout": 30, "retry_on_timeout": True, "max_retries": 3}
+            if node_class:
+                kwargs["node_class"] = node_class
             if api_key:
                 kwargs["api_key"] = api_key
             if url.startswith("https"):

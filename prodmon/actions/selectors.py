@@ -139,13 +139,6 @@ def retry_selection(*, data, experiment_ids: set[int]) -> RetrySelection:
     jobs = jobs_filter.qs
     error_class = (data.get("error_class") or "").strip()
     if error_class:
-        if not hooks.error_class_available():
-            return RetrySelection(
-                jobs_filter,
-                Job.objects.none(),
-                error="error classes are not available yet (triage provides them)",
-                error_class=error_class,
-            )
         ids = hooks.error_class_job_ids(error_class=error_class, experiment_ids=experiment_ids)
         jobs = jobs.filter(pk__in=ids)
     return RetrySelection(jobs_filter, jobs, error_class=error_class)

@@ -49,6 +49,11 @@ class BulkAction(models.Model):
     not_before = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The run's lease: the process running the action renews it as it goes. A
+    # running action whose lease ran out lost its process and is resumed by
+    # whoever claims it first (a conditional update on lease_owner/lease_until).
+    lease_until = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=64, blank=True)
     # What the operator asked for: the filter or recovery type, force, more resources.
     params = models.JSONField(default=dict, blank=True)
     # The jobs confirmed on the confirmation page, so the count shown is the count run.

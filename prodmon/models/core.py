@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Coalesce, Greatest, Upper
 from django.urls import reverse
 from django.utils import timezone
 
@@ -244,13 +245,37 @@ class Job(models.Model):
     duplicate_completions = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The latest attempt (highest number) and its facts, for the job table: kept
+    # by database triggers on the attempt table (migration 0004), so every
+    # writer (ingest, submission, actions) keeps them without calling anything.
+    last_attempt = models.ForeignKey(
+        "Attempt", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_site = models.CharField(max_length=128, blank=True, default="")
+    # Coalesce(ended, last heartbeat, started, created) of the latest attempt.
+    last_activity_at = models.DateTimeField(null=True, blank=True)
+    # What the job table sorts by: the later of the job's own update and its
+    # latest attempt's activity. Computed by the database, indexed.
+    last_update = models.GeneratedField(
+        expression=Greatest("updated_at", Coalesce("last_activity_at", "updated_at")),
+        output_field=models.DateTimeField(),
+        db_persist=True,
+    )
 
     class Meta:
         ordering = ["stage", "key"]
         constraints = [
             models.UniqueConstraint(fields=["stage", "key"], name="job_unique_key"),
         ]
-        indexes = [models.Index(fields=["stage", "state"], name="job_stage_state")]
+        indexes = [
+            models.Index(fields=["stage", "state"], name="job_stage_state"),
+            # The job table: newest first, alone or under its common filters.
+            models.Index(fields=["last_update", "id"], name="job_last_update"),
+            models.Index(fields=["state", "last_update"], name="job_state_update"),
+            models.Index(fields=["stage", "last_update"], name="job_stage_update"),
+            models.Index(Upper("last_site"), "last_update", name="job_site_update"),
+            models.Index(fields=["key", "id"], name="job_key"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.stage}/{self.key}"

@@ -11,6 +11,8 @@ DEFAULTS = {
     "PRODMON_ETA_WINDOW_HOURS": 24,
     "PRODMON_ETA_MIN_ENDS": 5,
     "PRODMON_ETA_CACHE_SECONDS": 60,
+    # The beat task recomputes active campaigns' estimates this often (keeps 3x).
+    "PRODMON_ETA_REFRESH_SECONDS": 300,
     # A running attempt silent this long no longer counts as holding a slot.
     "PRODMON_ETA_LOST_AFTER_HOURS": 6,
     # Scout jobs (resource advice)

@@ -36,10 +36,13 @@ def campaign_dashboard(*, campaign: Campaign, stages: list[StageProgress]) -> di
 
 
 def campaign_list_estimates(*, campaigns: list[Campaign]) -> dict[int, CampaignEstimate]:
-    """Estimates of the active campaigns on the list page (cached per campaign)."""
+    """Estimates of the active campaigns on the list page, from the cache that
+    the refresher task keeps (estimates.campaigns_estimate_refresh)."""
+    from prodmon.progress.estimates import campaigns_estimate_cached
+
     active = [c for c in campaigns if c.state == Campaign.State.ACTIVE][:LIST_ESTIMATES]
     try:
-        return progress.campaigns_estimate(campaigns=active)
+        return campaigns_estimate_cached(campaigns=active)
     except Exception:  # noqa: BLE001 - the list must render even if the estimates fail
         logger.exception("estimates of the campaign list failed")
         return {}

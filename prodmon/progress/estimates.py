@@ -388,7 +388,11 @@ def _cache_key(campaign: Campaign) -> str:
 
 
 def campaigns_estimate(
-    *, campaigns: list[Campaign], now: dt.datetime | None = None, use_cache: bool = True
+    *,
+    campaigns: list[Campaign],
+    now: dt.datetime | None = None,
+    use_cache: bool = True,
+    store_for: int | None = None,
 ) -> dict[int, CampaignEstimate]:
     """ETAs of campaigns and their stages, in a fixed number of queries for all
     the campaigns not in the cache. Cached briefly (PRODMON_ETA_CACHE_SECONDS):
@@ -420,9 +424,48 @@ def campaigns_estimate(
             campaign=EtaView.from_eta(campaign_eta, now, names),
             stages={k: EtaView.from_eta(v, now, names) for k, v in stage_etas.items()},
         )
-    if use_cache:
+    if store_for:
+        cache.set_many(fresh, store_for)
+    elif use_cache:
         cache.set_many(fresh, int(setting("PRODMON_ETA_CACHE_SECONDS")))
     return results
+
+
+REFRESH_BATCH = 20
+REFRESH_QUEUED_KEY = "progress:campaign-eta:refresh-queued"
+
+
+def campaigns_estimate_cached(*, campaigns: list[Campaign]) -> dict[int, CampaignEstimate]:
+    """The cached estimates only, for pages that list many campaigns: a miss
+    queues the refresher (at most once a minute) instead of replaying on the
+    request path, and the campaign shows "being computed" until it has run.
+    Where tasks run eagerly (tests, the embedded setup) it runs at once."""
+    keys = {_cache_key(c): c.pk for c in campaigns}
+    found = {keys[k]: v for k, v in cache.get_many(list(keys)).items()}
+    if len(found) < len(campaigns) and cache.add(REFRESH_QUEUED_KEY, 1, timeout=60):
+        from prodmon.progress.tasks import estimates_refresh_task
+
+        estimates_refresh_task.delay()
+        found = {keys[k]: v for k, v in cache.get_many(list(keys)).items()}
+    return found
+
+
+def campaigns_estimate_refresh(*, limit: int = 500) -> int:
+    """Recompute the estimates of the active campaigns into the cache, kept for
+    three refresh periods. The beat task progress.estimates_refresh_task runs
+    this every PRODMON_ETA_REFRESH_SECONDS (300), so the campaign pages read
+    estimates at most that old and do not replay on the request path (at a
+    million jobs one campaign's inputs and replay cost seconds). A campaign's
+    own page still computes on a miss; the list never does."""
+    campaigns = list(
+        Campaign.objects.filter(state=Campaign.State.ACTIVE).order_by("-created_at")[:limit]
+    )
+    ttl = 3 * int(setting("PRODMON_ETA_REFRESH_SECONDS"))
+    for i in range(0, len(campaigns), REFRESH_BATCH):
+        campaigns_estimate(
+            campaigns=campaigns[i : i + REFRESH_BATCH], use_cache=False, store_for=ttl
+        )
+    return len(campaigns)
 
 
 def campaign_estimate(

@@ -14,7 +14,7 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models import Count, QuerySet
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
@@ -108,21 +108,27 @@ class SiteCount:
 
 
 def campaign_site_counts(*, campaign: Campaign) -> list[SiteCount]:
-    """Jobs of the campaign by the site of their latest attempt and by state,
-    as the job table's site filter counts them."""
-    latest_site = Subquery(
-        Attempt.objects.filter(job=OuterRef("pk")).order_by("-number").values("node__site")[:1]
+    from prodmon.selectors import page_cached
+
+    return page_cached(
+        f"sites:{campaign.pk}:{campaign.created_at.timestamp():.6f}",
+        lambda: _campaign_site_counts(campaign=campaign),
     )
+
+
+def _campaign_site_counts(*, campaign: Campaign) -> list[SiteCount]:
+    """Jobs of the campaign by the site of their latest attempt and by state,
+    as the job table's site filter counts them (Job.last_site, kept by the
+    latest-attempt triggers: no per-job subquery)."""
     rows = (
         Job.objects.filter(stage__campaign=campaign)
-        .annotate(site=latest_site)
-        .values("site", "state")
+        .values("last_site", "state")
         .annotate(n=Count("id"))
         .order_by()
     )
     sites: dict[str, SiteCount] = {}
     for row in rows:
-        site = row["site"] or ""
+        site = row["last_site"] or ""
         entry = sites.setdefault(site, SiteCount(site=site, counts=dict.fromkeys(JOB_STATES, 0)))
         entry.counts[row["state"]] += row["n"]
     return sorted(sites.values(), key=lambda s: (s.site == "", -s.total, s.site))
@@ -201,6 +207,17 @@ class Throughput:
 def campaign_throughput(
     *, campaign: Campaign, now: dt.datetime | None = None, days: int = 14
 ) -> Throughput:
+    if now is not None:
+        return _campaign_throughput(campaign=campaign, now=now, days=days)
+    from prodmon.selectors import page_cached
+
+    return page_cached(
+        f"throughput:{campaign.pk}:{campaign.created_at.timestamp():.6f}:{days}",
+        lambda: _campaign_throughput(campaign=campaign, now=None, days=days),
+    )
+
+
+def _campaign_throughput(*, campaign: Campaign, now: dt.datetime | None, days: int) -> Throughput:
     """Attempt ends per hour (per day for histories longer than 3 days), by
     stage: good ones and failed ones (duplicate completions count as neither)."""
     now = now or timezone.now()

@@ -41,6 +41,13 @@ def progress_sweep_task() -> None:
     services.progress_sweep()
 
 
+@shared_task(name="progress.estimates_refresh_task", ignore_result=True)
+def estimates_refresh_task() -> None:
+    from prodmon.progress import estimates
+
+    estimates.campaigns_estimate_refresh()
+
+
 @shared_task(name="progress.weekly_reports_send_task", ignore_result=True)
 def weekly_reports_send_task() -> None:
     from prodmon.progress import services

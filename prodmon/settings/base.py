@@ -140,6 +140,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# The queue tasks go to, from the web and from tasks that enqueue others (an
+# attempt's end fans out from a worker). Workers must consume it (-Q).
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 CELERY_BEAT_SCHEDULE: dict = {}
 
 
@@ -207,6 +210,10 @@ PRODMON_BATCH_END_GRACE_SECONDS = env.int("PRODMON_BATCH_END_GRACE_SECONDS", def
 TRIAGE_HEARTBEAT_SECONDS = env.int("TRIAGE_HEARTBEAT_SECONDS", default=60)
 TRIAGE_LOST_AFTER_HEARTBEATS = env.int("TRIAGE_LOST_AFTER_HEARTBEATS", default=3)
 TRIAGE_HUNG_AFTER_SECONDS = env.int("TRIAGE_HUNG_AFTER_SECONDS", default=1800)
+# Campaign pages' job counts, per-site counts, throughput and recent failures.
+PRODMON_PAGE_CACHE_SECONDS = env.int("PRODMON_PAGE_CACHE_SECONDS", default=60)
+# The error summary (/errors/, /api/v1/errors/) is cached this long per set of filters.
+TRIAGE_SUMMARY_CACHE_SECONDS = env.int("TRIAGE_SUMMARY_CACHE_SECONDS", default=60)
 
 CELERY_BEAT_SCHEDULE = {
     "stage-progress-sweep": {"task": "prodmon.stage_progress_sweep_task", "schedule": 60.0},
@@ -217,6 +224,11 @@ CELERY_BEAT_SCHEDULE = {
     "log-index-reconcile": {"task": "logserver.log_index_reconcile_task", "schedule": 300.0},
     "logs-retention": {"task": "logserver.logs_retention_task", "schedule": 6 * 3600.0},
     "progress-sweep": {"task": "progress.progress_sweep_task", "schedule": 300.0},
+    # Keeps campaign estimates in the cache so the pages do not replay them.
+    "progress-estimates-refresh": {
+        "task": "progress.estimates_refresh_task",
+        "schedule": env.float("PRODMON_ETA_REFRESH_SECONDS", default=300.0),
+    },
     "progress-weekly-reports": {
         "task": "progress.weekly_reports_send_task",
         "schedule": crontab(minute=0, hour=7, day_of_week="mon"),

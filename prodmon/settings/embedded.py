@@ -43,6 +43,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
+else:
+    # The same PostgreSQL options as production (see there), so the test
+    # suite's PostgreSQL pass runs every query the way production does.
+    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = env.bool(
+        "DATABASE_SERVER_SIDE_BINDING", default=True
+    )
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
 # Embedded mode: no broker configured means tasks run in-process, on purpose.

@@ -44,6 +44,14 @@ CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 DATABASES = {"default": env.db_url_config(_required("DATABASE_URL"))}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Server-side binding lets psycopg prepare the statements a connection
+    # repeats (the ingest path's, from the 5th use on), so PostgreSQL parses and
+    # plans them once per connection, not once per event. Turn it off behind a
+    # pooler in transaction mode (PgBouncer < 1.21), which cannot keep them.
+    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = env.bool(
+        "DATABASE_SERVER_SIDE_BINDING", default=True
+    )
 
 CELERY_BROKER_URL = _required("CELERY_BROKER_URL")
 

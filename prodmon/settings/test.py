@@ -13,3 +13,6 @@ PRODMON_REQUIRE_SERVICES = env.bool("PRODMON_REQUIRE_SERVICES", default=False)
 CELERY_TASK_ALWAYS_EAGER = True
 # No background sweeper thread in the tests; tests/progress/test_embedded_sweep.py starts one.
 PRODMON_EMBEDDED_SWEEP_SECONDS = 0
+# The error summary's cache would hide data a test has just written; one test turns it on.
+TRIAGE_SUMMARY_CACHE_SECONDS = 0
+PRODMON_PAGE_CACHE_SECONDS = 0

@@ -156,19 +156,14 @@ def backend_name_for(*, stage_backend: str = "", experiment_backend: str = "") -
 
 def node_exclusion_list() -> list[str]:
     """Hostnames no job should be sent to: the black-hole list of the node-health
-    work, asked from `triage.selectors.node_exclusion_list()` when that exists,
-    else nothing. Every backend applies it at submit time (Slurm --exclude,
-    HTCondor requirements, the local backend refuses when this host is listed).
-    A failing hook never stops a submission; it is logged and treated as empty."""
+    work (`triage.selectors.node_exclusion_list()`). Every backend applies it at
+    submit time (Slurm --exclude, HTCondor requirements, the local backend
+    refuses when this host is listed). A failing selector never stops a
+    submission; it is logged and treated as empty."""
+    from triage import selectors as triage_selectors
+
     try:
-        selectors = importlib.import_module("triage.selectors")
-    except ImportError:
-        return []
-    hook = getattr(selectors, "node_exclusion_list", None)
-    if hook is None:
-        return []
-    try:
-        return sorted({str(h) for h in hook() if h})
+        return sorted({str(h) for h in triage_selectors.node_exclusion_list() if h})
     except Exception:  # noqa: BLE001 - a broken hook must not stop production
         logger.exception("triage.selectors.node_exclusion_list failed; excluding no nodes")
         return []

@@ -43,6 +43,9 @@ def _defaults() -> dict:
         "PRODMON_RETRY_WALLTIME_MAX_S": 48 * 3600,
         # A batch system's "ended" wins over a silent reporter only after this long.
         "PRODMON_BATCH_END_GRACE_SECONDS": 600,
+        # A running action renews its lease this often (a third of it); one whose
+        # lease ran out lost its process and is resumed (see docs/actions.md).
+        "PRODMON_ACTIONS_LEASE_SECONDS": 120,
         # How bulk actions run: "thread" (in this process; the embedded default when
         # Celery tasks are eager) or "celery" (a worker; eager runs them inline).
         "PRODMON_ACTIONS_RUNNER": "thread"

@@ -3,8 +3,10 @@
 Each attempt is started through local_runner.py, which detaches at once (the
 caller gets the batch id "local:<host>:<pid>" and never waits for the job),
 waits for one of PRODMON_LOCAL_MAX_JOBS slots, then runs the reporter wrapping
-the payload. Cancel signals the runner's process group. Memory and wall-time
-requests are recorded on the attempt but not enforced on this machine.
+the payload. Cancel signals the runner's process group. The runner enforces
+the attempt's memory and wall-time requests: a payload over its memory is
+killed with SIGKILL, one over its wall time gets SIGTERM (then SIGKILL), and
+the status says so ("OUT_OF_MEMORY", "TIMEOUT", as Slurm would).
 """
 
 import json
@@ -30,6 +32,13 @@ from prodmon.submission.config import setting, submission_dir
 
 RUNNER = Path(__file__).with_name("local_runner.py")
 START_TIMEOUT_S = 30
+# exit.json's "limit" -> the raw state, named as Slurm names it.
+LIMIT_STATES = {"memory": "OUT_OF_MEMORY", "walltime": "TIMEOUT"}
+
+
+def _signal_of(code) -> int | None:
+    """The reporter exits 128+N when its payload died from signal N."""
+    return code - 128 if isinstance(code, int) and 128 < code < 160 else None
 
 
 def _parse(batch_id: str) -> tuple[str, int] | None:
@@ -73,6 +82,8 @@ class LocalBackend:
             str(int(setting("PRODMON_LOCAL_MAX_JOBS"))),
             "--workdir",
             str(spec.workdir),
+            *(["--memory-mb", str(int(spec.memory_mb))] if spec.memory_mb else []),
+            *(["--walltime-s", str(int(spec.walltime_s))] if spec.walltime_s else []),
             "--",
             *reporter_argv(
                 python=python,
@@ -102,6 +113,17 @@ class LocalBackend:
                 f"the local runner failed (exit {proc.returncode})", command=command, output=output
             )
         return SubmitResult(batch_id=batch_id, command=command, output=output)
+
+    def batch_id_in(self, workdir: Path) -> str:
+        """The batch id of the runner started for this attempt directory, or ""
+        when none was: the runner writes it before it answers, so a caller that
+        died mid-submit learns whether the job was started (and must not be
+        started again) or not (and can be submitted now)."""
+        try:
+            batch_id = (workdir / "batch_id").read_text().strip()
+        except OSError:
+            return ""
+        return batch_id if _parse(batch_id) else ""
 
     def _signal(self, ref: BatchRef, signum: int) -> str:
         parsed = _parse(ref.batch_id)
@@ -138,6 +160,17 @@ class LocalBackend:
                 except (OSError, ValueError):
                     data = {}
                 code, sig = data.get("exit_code"), data.get("signal")
+                limit = data.get("limit")
+                if limit in LIMIT_STATES:
+                    out[ref.batch_id] = BatchStatus(
+                        ref.batch_id,
+                        BatchState.FAILED,
+                        raw_state=LIMIT_STATES[limit],
+                        exit_code=code,
+                        signal=sig if sig is not None else _signal_of(code),
+                        reason=str(data.get("reason", "")),
+                    )
+                    continue
                 if sig is not None:
                     state, raw = BatchState.CANCELLED, f"signal {sig}"
                 elif code == 0:

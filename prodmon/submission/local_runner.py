@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The local backend's supervisor: runs one attempt detached from the web server.
 
-    python local_runner.py --slots-dir DIR --slots N --workdir DIR -- CMD ...
+    python local_runner.py --slots-dir DIR --slots N --workdir DIR
+                           [--memory-mb MB] [--walltime-s S] -- CMD ...
 
 It forks; the parent prints the batch id ("local:<host>:<pid>") and exits at
 once, so the caller (a web request or a task) never waits for the job. The
@@ -11,6 +12,17 @@ DIR/slot-<i>.lock: the concurrency limit, enforced by the kernel and released
 when the process ends, however it ends), writes <workdir>/started, runs CMD
 (the reporter wrapping the payload) and writes <workdir>/exit.json with its
 exit status. Standard library only: it must not import Django.
+
+Limits, as a batch system would enforce them:
+- memory: every WATCH_S the runner sums the resident memory (VmRSS) of the
+  payload's processes (its session, less the runner and the reporter); over
+  --memory-mb it kills them with SIGKILL. The reporter sees its payload killed
+  by signal 9 and reports it; exit.json says "limit": "memory".
+- wall time: after --walltime-s it sends SIGTERM to every process of the job
+  (the reporter reports the payload's signal 15), then SIGKILL KILL_GRACE_S
+  later; exit.json says "limit": "walltime".
+When the reporter has exited, processes the payload left in the background
+are killed, as a batch system ends a job's whole process tree.
 """
 
 # ruff: noqa: E402 - sys.path is repaired before the other imports.
@@ -33,6 +45,8 @@ import time
 import traceback
 
 SLOT_POLL_S = 0.5
+WATCH_S = 0.25
+KILL_GRACE_S = 10
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -56,6 +70,97 @@ def _acquire_slot(slots_dir: str, slots: int, stop: list) -> tuple[int, int] | N
             return fd, i  # held until this process ends; not inherited by the job
         time.sleep(SLOT_POLL_S)
     return None
+
+
+def _session_pids(sid: int) -> list[int]:
+    """Processes of this session (the runner's own pid is the session id)."""
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # Fields after the command name "(...)": state ppid pgrp session ...
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 3 and int(fields[3]) == sid:
+            pids.append(int(name))
+    return pids
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _payload_pids(reporter_pid: int) -> list[int]:
+    me = os.getpid()
+    return [p for p in _session_pids(me) if p not in (me, reporter_pid)]
+
+
+def _kill(pids, signum) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _supervise(proc, *, memory_mb: int, walltime_s: float) -> dict:
+    """Wait for the reporter, enforcing the limits. Returns what was enforced:
+    {} or {"limit": ..., "reason": ..., "peak_rss_mb": ...}."""
+    started = time.monotonic()
+    limit_kb = memory_mb * 1024 if memory_mb else 0
+    peak_kb = 0
+    enforced: dict = {}
+    term_at = None
+    while True:
+        try:
+            proc.wait(timeout=WATCH_S)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        payload = _payload_pids(proc.pid)
+        rss = sum(_rss_kb(p) for p in payload)
+        peak_kb = max(peak_kb, rss)
+        if limit_kb and rss > limit_kb and not enforced:
+            enforced = {
+                "limit": "memory",
+                "reason": (
+                    f"memory limit exceeded: the payload used {rss // 1024} MB"
+                    f" of the {memory_mb} MB requested; killed"
+                ),
+            }
+            print(f"local-runner: {enforced['reason']}", flush=True)
+            _kill(payload, signal.SIGKILL)
+        elapsed = time.monotonic() - started
+        if walltime_s and elapsed > walltime_s and term_at is None:
+            if not enforced:
+                enforced = {
+                    "limit": "walltime",
+                    "reason": f"wall time limit exceeded: {walltime_s:g} s requested; killed",
+                }
+                print(f"local-runner: {enforced['reason']}", flush=True)
+            term_at = time.monotonic()
+            # As a batch system does: every process of the job. The reporter
+            # reports how its payload ended.
+            _kill(_payload_pids(-1), signal.SIGTERM)
+        if term_at is not None and time.monotonic() - term_at > KILL_GRACE_S:
+            _kill(_payload_pids(-1), signal.SIGKILL)  # everything but this runner
+            term_at = float("inf")
+    # Whatever the payload left running in the background ends with the job.
+    _kill(_payload_pids(-1), signal.SIGKILL)
+    if enforced:
+        enforced["peak_rss_mb"] = peak_kb // 1024
+    return enforced
 
 
 def _child(args, batch_id: str) -> int:
@@ -95,13 +200,15 @@ def _child(args, batch_id: str) -> int:
         _write_json(exit_file, {"exit_code": 127, "signal": None, "started": True})
         return 127
     child.append(proc)
-    rc = proc.wait()
+    enforced = _supervise(proc, memory_mb=args.memory_mb, walltime_s=args.walltime_s)
+    rc = proc.returncode
     _write_json(
         exit_file,
         {
             "exit_code": rc if rc >= 0 else None,
             "signal": -rc if rc < 0 else None,
             "started": True,
+            **enforced,
         },
     )
     return 0
@@ -112,6 +219,8 @@ def main(argv=None) -> int:
     parser.add_argument("--slots-dir", required=True)
     parser.add_argument("--slots", type=int, required=True)
     parser.add_argument("--workdir", required=True)
+    parser.add_argument("--memory-mb", type=int, default=0, help="0: no memory limit")
+    parser.add_argument("--walltime-s", type=float, default=0, help="0: no wall-time limit")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.command and args.command[0] == "--":
@@ -133,9 +242,16 @@ def main(argv=None) -> int:
     code = 1
     try:
         os.setsid()
+        batch_id = f"local:{host}:{os.getpid()}"
+        # Written before the caller hears the id: a caller that dies before it
+        # records the id finds it here (LocalBackend.batch_id_in).
+        tmp = os.path.join(args.workdir, "batch_id.tmp")
+        with open(tmp, "w") as fh:
+            fh.write(batch_id + "\n")
+        os.replace(tmp, os.path.join(args.workdir, "batch_id"))
         os.write(write_end, b"1")
         os.close(write_end)
-        code = _child(args, f"local:{host}:{os.getpid()}")
+        code = _child(args, batch_id)
     except BaseException:  # noqa: BLE001 - say why in job.log, then leave the fork
         traceback.print_exc()
     finally:

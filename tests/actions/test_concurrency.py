@@ -12,7 +12,8 @@ from django.test import Client
 from django.urls import reverse
 
 from prodmon.models import Attempt, BulkAction, Job
-from tests.actions.conftest import failed_job
+from prodmon.submission.config import submission_dir
+from tests.actions.conftest import failed_job, payload_output, runs_started
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("require_postgres")]
 
@@ -46,14 +47,16 @@ def fire(user, posts: list[tuple[str, dict]]) -> list[int]:
     return codes
 
 
-def test_it_gives_one_attempt_when_many_operators_retry_at_once(stage, shifter, fake_backend):
+def test_it_gives_one_attempt_when_many_operators_retry_at_once(stage, shifter):
     job = failed_job(stage)
     url = reverse("job-retry", args=[job.pk])
     codes = fire(shifter, [(url, {"idempotency_key": uuid.uuid4().hex}) for _ in range(N)])
     assert codes == [302] * N
     assert job.attempts.count() == 2
     assert Attempt.objects.filter(job=job, status="queued").count() == 1
-    assert len(fake_backend.submitted) == 1
+    # One process really started on this machine, for the one new attempt.
+    assert len(runs_started(submission_dir())) == 1
+    assert payload_output(job.attempts.get(number=2)) == f"generating {job.key} seed=42"
     actions = BulkAction.objects.all()
     assert actions.count() == N
     assert sum(a.done for a in actions) == 1
@@ -61,7 +64,7 @@ def test_it_gives_one_attempt_when_many_operators_retry_at_once(stage, shifter, 
     assert Job.objects.get(pk=job.pk).attempt_count == 2
 
 
-def test_it_gives_one_request_for_a_form_sent_many_times_at_once(stage, shifter, fake_backend):
+def test_it_gives_one_request_for_a_form_sent_many_times_at_once(stage, shifter):
     job = failed_job(stage)
     url = reverse("job-retry", args=[job.pk])
     form = {"idempotency_key": uuid.uuid4().hex}
@@ -69,10 +72,10 @@ def test_it_gives_one_request_for_a_form_sent_many_times_at_once(stage, shifter,
     assert codes == [302] * N
     assert BulkAction.objects.count() == 1
     assert job.attempts.count() == 2
-    assert len(fake_backend.submitted) == 1
+    assert len(runs_started(submission_dir())) == 1
 
 
-def test_it_submits_each_job_once_when_bulk_retries_overlap(stage, shifter, fake_backend):
+def test_it_submits_each_job_once_when_bulk_retries_overlap(stage, shifter):
     jobs = [failed_job(stage, f"gen_{i:05d}.root") for i in range(5)]
     url = reverse("bulk-retry") + f"?stage={stage.pk}"
     client = Client()
@@ -85,5 +88,7 @@ def test_it_submits_each_job_once_when_bulk_retries_overlap(stage, shifter, fake
     assert codes == [302] * 6
     for job in jobs:
         assert job.attempts.count() == 2, job.key
-    assert len(fake_backend.submitted) == 5
+    assert len(runs_started(submission_dir())) == 5
+    ran = {payload_output(a) for a in Attempt.objects.filter(number=2)}
+    assert ran == {f"generating {j.key} seed=42" for j in jobs}
     assert sum(a.done for a in BulkAction.objects.all()) == 5

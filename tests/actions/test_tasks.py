@@ -12,7 +12,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_it_launches_a_dependent_stage_from_the_task(
-    campaign, stage, fake_backend, django_capture_on_commit_callbacks
+    campaign, stage, django_capture_on_commit_callbacks
 ):
     reco = production.stage_create(
         campaign=campaign, name="reco", depends_on=[stage], command="reco", completion_pct=50

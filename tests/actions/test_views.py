@@ -9,7 +9,8 @@ import pytest
 from django.urls import reverse
 
 from prodmon.models import Attempt, AuditEntry, BulkAction, Job, Stage
-from tests.actions.conftest import failed_job
+from prodmon.submission.config import submission_dir
+from tests.actions.conftest import classify, failed_job, payload_output, runs_started
 from tests.factories import AttemptFactory, NodeFactory
 
 pytestmark = pytest.mark.django_db
@@ -44,7 +45,7 @@ def test_it_hides_other_experiments_jobs_from_an_outsider(client, outsider, stag
     assert client.post(reverse("stage-launch", args=[stage.pk])).status_code == 404
 
 
-def test_it_lets_a_shifter_retry_from_the_job_page(client, shifter, stage, fake_backend):
+def test_it_lets_a_shifter_retry_from_the_job_page(client, shifter, stage):
     job = failed_job(stage)
     client.force_login(shifter)
     page = client.get(job.get_absolute_url()).content.decode()
@@ -60,7 +61,8 @@ def test_it_lets_a_shifter_retry_from_the_job_page(client, shifter, stage, fake_
     again = client.post(reverse("job-retry", args=[job.pk]), {"idempotency_key": key})
     assert again.status_code == 302
     assert job.attempts.count() == 2
-    assert len(fake_backend.submitted) == 1
+    assert len(runs_started(submission_dir())) == 1
+    assert payload_output(job.attempts.get(number=2)) == f"generating {job.key} seed=42"
 
 
 def test_it_forbids_a_shifter_to_force(client, shifter, stage):
@@ -69,20 +71,16 @@ def test_it_forbids_a_shifter_to_force(client, shifter, stage):
     assert retry_post(client, job, force="on").status_code == 403
 
 
-def test_it_lets_a_manager_force_a_permanent_class(client, manager, stage, hooks):
-    hooks(
-        "triage.selectors",
-        job_failure_classes=lambda job_ids: dict.fromkeys(
-            job_ids, {"name": "bad-config", "transient": False}
-        ),
-    )
+def test_it_lets_a_manager_force_a_permanent_class(client, manager, stage):
     job = failed_job(stage)
+    classify(job, transient=False, actor=manager, title="bad-config")
     client.force_login(manager)
     page = client.get(job.get_absolute_url()).content.decode()
     assert "Force retry" in page
     assert "bad-config" in page
     assert retry_post(client, job, force="on").status_code == 302
     assert job.attempts.count() == 2
+    assert len(runs_started(submission_dir())) == 1
 
 
 def test_it_says_why_a_job_cannot_be_retried(client, shifter, stage):
@@ -132,7 +130,7 @@ def _failed_on(stage, node, n):
 
 
 def test_it_confirms_a_bulk_retry_with_the_exact_count_then_runs_it(
-    client, shifter, stage, fake_backend, django_capture_on_commit_callbacks
+    client, shifter, stage, django_capture_on_commit_callbacks
 ):
     bad = NodeFactory(hostname="wn-bad.example.org")
     good = NodeFactory(hostname="wn-good.example.org")
@@ -160,9 +158,8 @@ def test_it_confirms_a_bulk_retry_with_the_exact_count_then_runs_it(
     assert r["Location"] == action.get_absolute_url()
     assert (action.kind, action.total, action.done) == ("retry", 3, 3)
     assert action.stage == stage
-    assert {s.environment["PRODMON_JOB"] for s in fake_backend.submitted} == {
-        j.key for j in on_bad[1:]
-    }
+    ran = {payload_output(a) for a in Attempt.objects.filter(submission__action=action)}
+    assert ran == {f"generating {j.key} seed=42" for j in on_bad[1:]}
     page = client.get(r["Location"]).content.decode()
     assert "3 submitted, 0 failed, 0 skipped of 3" in page
 
@@ -245,9 +242,7 @@ def test_it_forbids_a_shifter_to_launch_hold_or_abort(client, shifter, stage, na
     assert BulkAction.objects.count() == 0
 
 
-def test_it_lets_a_manager_launch_and_cancel_during_the_back_out(
-    client, manager, stage, settings, fake_backend
-):
+def test_it_lets_a_manager_launch_and_cancel_during_the_back_out(client, manager, stage, settings):
     settings.PRODMON_LAUNCH_BACKOUT_SECONDS = 60
     Job.objects.create(stage=stage, key="in.root")
     client.force_login(manager)
@@ -271,7 +266,7 @@ def test_it_lets_a_manager_launch_and_cancel_during_the_back_out(
     assert r.status_code == 302
     action.refresh_from_db()
     assert action.state == "cancelled"
-    assert fake_backend.submitted == []
+    assert runs_started(submission_dir()) == []
 
 
 def test_it_lets_a_manager_hold_release_finish_and_abort(client, manager, stage):
@@ -305,7 +300,7 @@ def test_it_lets_a_viewer_see_the_stage_but_not_its_buttons(client, viewer, stag
 
 
 def test_it_confirms_a_recovery_with_the_exact_count(
-    client, manager, stage, fake_backend, django_capture_on_commit_callbacks
+    client, manager, stage, django_capture_on_commit_callbacks
 ):
     failed_job(stage, "a.root")
     failed_job(stage, "b.root")
@@ -327,6 +322,8 @@ def test_it_confirms_a_recovery_with_the_exact_count(
     action = BulkAction.objects.get()
     assert r["Location"] == action.get_absolute_url()
     assert (action.kind, action.done) == ("recovery", 2)
+    ran = {payload_output(a) for a in Attempt.objects.filter(submission__action=action)}
+    assert ran == {"generating a.root seed=42", "generating b.root seed=42"}
 
 
 # --- submissions, progress endpoint, audit ------------------------------------------------------
@@ -336,10 +333,15 @@ def test_it_shows_a_submissions_command_and_output(client, shifter, stage):
     job = failed_job(stage)
     client.force_login(shifter)
     retry_post(client, job)
-    submission = job.attempts.get(number=2).submission
-    page = client.get(submission.get_absolute_url()).content.decode()
-    assert f"fake-submit pm.mc2025a.gen.{job.key}" in page
+    attempt = job.attempts.get(number=2)
+    page = client.get(attempt.submission.get_absolute_url()).content.decode()
+    # What the local backend ran (the runner, the reporter, the stage's command,
+    # escaped) and what it answered (the batch id).
+    assert "local_runner.py" in page
+    assert "prodmon_report.py" in page
+    assert "echo &quot;generating $PRODMON_JOB seed=$GEN_SEED&quot;" in page
     assert 'id="submission-output"' in page
+    assert attempt.batch_id in page
 
 
 def test_it_reports_progress_as_json_to_members_only(client, shifter, outsider, stage):

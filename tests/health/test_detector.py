@@ -169,3 +169,58 @@ def test_it_calls_a_whole_site_suspect_only_with_evidence():
     assert assess_site(failures=3, attempts=3, baseline_rate=0.05).state == HEALTHY
     assert assess_site(failures=40, attempts=100, baseline_rate=0.05).state == SUSPECT
     assert assess_site(failures=6, attempts=100, baseline_rate=0.05).state == HEALTHY
+
+
+def half_stream(cls: str):
+    """A node that fails every other job, always the same way, at a 10 % site."""
+    return stream("." * 10 + ".x" * 8, cls=cls)
+
+
+def test_it_proves_a_half_failing_node_by_its_rare_class():
+    site = {("FNAL", "c1"): 0.10}
+    # The rate test alone: 6 of the last 12-16 failing is no proof of "> 30 %".
+    alone = assess_node(half_stream("rule:builtin:scratch-full"), baselines=site)
+    assert alone.state != BLACK_HOLE
+    # The site almost never sees a full scratch disk: the class test proves it.
+    rare = {("FNAL", "c1", "rule:builtin:scratch-full"): 0.002}
+    result = assess_node(
+        half_stream("rule:builtin:scratch-full"), baselines=site, class_baselines=rare
+    )
+    assert result.state == BLACK_HOLE
+    ev = result.evidence
+    assert ev.class_probability >= 0.99
+    assert ev.class_threshold_rate == pytest.approx(Config().class_min_rate)
+    assert "rule:builtin:scratch-full" in ev.reason
+    assert ev.signatures == ["class-concentration"]
+
+
+def test_it_leaves_the_class_test_out_for_the_sites_usual_failure():
+    # The same pattern, but the class is most of what fails at this site anyway.
+    site = {("FNAL", "c1"): 0.10}
+    usual = {("FNAL", "c1", "exit:art:65"): 0.08}
+    result = assess_node(half_stream("exit:art:65"), baselines=site, class_baselines=usual)
+    assert result.state != BLACK_HOLE
+    assert result.evidence.class_probability is None
+
+
+def test_it_needs_min_failures_of_the_class_too():
+    site = {("FNAL", "c1"): 0.10}
+    rare = {("FNAL", "c1", "rule:builtin:scratch-full"): 0.002}
+    four = stream("." * 10 + ".x" * 4, cls="rule:builtin:scratch-full")
+    result = assess_node(four, baselines=site, class_baselines=rare)
+    assert result.state != BLACK_HOLE
+    assert result.evidence.class_failures == 4
+
+
+def test_it_judges_each_window_whole_so_old_noise_does_not_hide_a_signature():
+    # Three stray failures of another class just before the onset; then a
+    # stage-out black hole. The 16-attempt window has the most failures but
+    # only 6 of 9 are stage-out; the 8-attempt one shows proof and signature.
+    outcomes = stream("." * 20 + "x.x.x.", cls="signal:9") + stream(
+        "xxxxxx", start=26 * MIN, cls="rule:builtin:stageout"
+    )
+    outcomes = [Outcome(**{**o.__dict__, "attempt_id": i + 1}) for i, o in enumerate(outcomes)]
+    result = assess_node(outcomes, baselines=BASE)
+    assert result.state == BLACK_HOLE
+    assert result.evidence.window_attempts == 8
+    assert "class-concentration" in result.evidence.signatures

@@ -122,3 +122,44 @@ def test_it_requires_a_note(ended, busy_site, people):
     health = NodeHealth.objects.get(node=busy_site[0])
     with pytest.raises(services.NodeHealthNoteRequired):
         services.node_health_set(health_id=health.pk, flag=True, actor=people["shifter"], note=" ")
+
+
+@pytest.fixture
+def noisy_site(ended, site_nodes):
+    """A site failing 10 % (two slow exit-1 failures in 20 per node)."""
+    for node in site_nodes:
+        for i in range(20):
+            ended(node, failed=i in (7, 13), minutes_ago=300 - i * 10)
+    return site_nodes
+
+
+def half_failing(ended, node, *, exit_code: int):
+    last = None
+    for i, ch in enumerate("." * 10 + ".x" * 7):
+        failed = ch == "x"
+        last = ended(node, failed=failed, minutes_ago=100 - i, exit_code=exit_code if failed else 0)
+        tasks.node_health_update_task(last.pk)
+    return NodeHealth.objects.get(node=node)
+
+
+def test_it_proves_a_half_failing_node_by_a_class_the_site_never_shows(
+    ended, noisy_site, experiment, people
+):
+    from tests.health.conftest import client_for
+
+    health = half_failing(ended, NodeFactory(hostname="wn777.fnal.gov", site="FNAL"), exit_code=137)
+    assert health.state == NodeHealth.State.BLACK_HOLE
+    ev = health.evidence
+    assert ev["probability"] < 0.99  # the overall rate alone proves nothing
+    assert ev["class_probability"] >= 0.99
+    assert ev["top_class"] == "exit:137"
+    assert ev["class_threshold_rate"] == pytest.approx(0.15)
+    page = client_for(people["viewer"]).get(f"/nodes/{health.pk}/").content.decode()
+    assert "One-class test" in page
+    assert "7 of exit:137" in page
+
+
+def test_it_does_not_use_the_class_test_for_the_sites_own_failure(ended, noisy_site, experiment):
+    health = half_failing(ended, NodeFactory(hostname="wn778.fnal.gov", site="FNAL"), exit_code=1)
+    assert health.state != NodeHealth.State.BLACK_HOLE
+    assert health.evidence["class_probability"] is None

@@ -1,10 +1,13 @@
 """The Elasticsearch backend, checked by the requests it sends.
 
 No Elasticsearch server can run on the machines these tests were written on,
-so the official client is given a recording node class: every request the
-client would put on the wire (method, path, body) is captured and answered
-with a canned response. The behaviour against a real server is covered by
-test_log_index_contract.py when ELASTICSEARCH_URL is set.
+so the one thing replaced is the official client's HTTP node (the transport's
+connection class, ELASTICSEARCH_NODE_CLASS): every request the client would
+put on the wire (method, path, headers, body) is recorded and answered with a
+canned response. Everything of ours (es_client, the backend, the indexing
+service, the setup command) runs as in production. The bodies are asserted
+exactly. The behaviour against a real server is covered by
+test_log_index_contract.py when ELASTICSEARCH_URL is set; here it skips.
 """
 
 import datetime as dt
@@ -35,10 +38,12 @@ class RecordingNode(BaseNode):
 
     _CLIENT_META_HTTP_CLIENT = ("rec", "1.0")
     log: list = []
+    sent_headers: list = []
     respond = None
 
     def perform_request(self, method, target, body=None, headers=None, request_timeout=None):
         RecordingNode.log.append((method, target, body))
+        RecordingNode.sent_headers.append(dict(headers or {}))
         status, payload = RecordingNode.respond(method, target, body)
         meta = ApiResponseMeta(
             status=status,
@@ -73,10 +78,17 @@ def _default_respond(method, target, body):
 
 
 @pytest.fixture
-def wire():
+def wire(settings):
+    """The client es_client() builds from the settings, on a recording node."""
+    from logserver.index.elasticsearch import es_client
+
     RecordingNode.log = []
+    RecordingNode.sent_headers = []
     RecordingNode.respond = staticmethod(_default_respond)
-    client = Elasticsearch("http://es.invalid:9200", node_class=RecordingNode)
+    settings.ELASTICSEARCH_URL = "http://es.invalid:9200"
+    settings.ELASTICSEARCH_NODE_CLASS = RecordingNode
+    client = es_client()
+    assert isinstance(client, Elasticsearch)
     yield client
     RecordingNode.log = []
 
@@ -117,28 +129,47 @@ def test_it_bulk_creates_one_ecs_document_per_line_with_a_deterministic_id(wire)
         ],
     )
     [(method, target, body)] = _requests("/_bulk")
-    assert method in ("PUT", "POST")
-    assert body[0] == {"create": {"_index": "logs-prodmon-dune", "_id": f"{LABELS.attempt_uid}:1"}}
-    assert body[3] == {
+    assert (method, target) == ("PUT", "/_bulk")
+    [headers] = RecordingNode.sent_headers
+    assert headers["content-type"].startswith("application/vnd.elasticsearch+x-ndjson")
+    identity = {
+        "experiment": "dune",
+        "campaign": "mc2025a",
+        "stage": "gen",
+        "job": "gen_00042.root",
+        "attempt": LABELS.attempt_uid,
+    }
+    common = {
         "@timestamp": "2025-03-01T14:03:22+00:00",
-        "message": "Fatal Root Error",
         "ecs": {"version": "8.11.0"},
         "data_stream": {"type": "logs", "dataset": "prodmon", "namespace": "dune"},
-        "event": {"outcome": "failure", "sequence": 2, "dataset": "prodmon"},
-        "log": {"level": "error", "offset": 17},
-        "labels": {
-            "experiment": "dune",
-            "campaign": "mc2025a",
-            "stage": "gen",
-            "job": "gen_00042.root",
-            "attempt": LABELS.attempt_uid,
-            "line": "2",
-            "site": "FNAL",
-        },
         "host": {"name": "fnpc3101.fnal.gov"},
         "process": {"exit_code": 65},
     }
-    assert body[2] == {"create": {"_index": "logs-prodmon-dune", "_id": f"{LABELS.attempt_uid}:2"}}
+    assert body == [
+        {"create": {"_index": "logs-prodmon-dune", "_id": f"{LABELS.attempt_uid}:1"}},
+        {
+            **common,
+            "message": "Begin processing",
+            "event": {"outcome": "failure", "sequence": 1, "dataset": "prodmon"},
+            "log": {"level": "info", "offset": 0},
+            "labels": {**identity, "line": "1", "site": "FNAL"},
+        },
+        {"create": {"_index": "logs-prodmon-dune", "_id": f"{LABELS.attempt_uid}:2"}},
+        {
+            **common,
+            "message": "Fatal Root Error",
+            "event": {"outcome": "failure", "sequence": 2, "dataset": "prodmon"},
+            "log": {"level": "error", "offset": 17},
+            "labels": {**identity, "line": "2", "site": "FNAL"},
+        },
+    ]
+    # On the wire: ndjson, an action line then its document, in the bulk helper's key order.
+    raw = RecordingNode.log[0][2].decode()
+    assert raw.endswith("\n")
+    assert raw.splitlines()[0] == (
+        '{"create":{"_id":"6f9619ff-8b86-d011-b42d-00c04fc964ff:1","_index":"logs-prodmon-dune"}}'
+    )
 
 
 def test_a_running_attempt_s_lines_carry_no_exit_code_and_an_unknown_outcome(wire):
@@ -216,22 +247,56 @@ def test_it_installs_the_ilm_policy_the_template_and_a_data_stream_per_experimen
     }
     [(method, _, template)] = _requests("/_index_template/logs-prodmon")
     assert method == "PUT"
-    assert template["index_patterns"] == ["logs-prodmon-*"]
-    assert template["data_stream"] == {}
-    assert template["priority"] == 200
-    assert template["template"]["settings"] == {"index.lifecycle.name": "logs-prodmon"}
-    props = template["template"]["mappings"]["properties"]
-    assert props["@timestamp"] == {"type": "date"}
-    assert props["message"] == {"type": "text"}
-    assert props["host"]["properties"]["name"] == {"type": "keyword"}
-    assert props["process"]["properties"]["exit_code"] == {"type": "long"}
-    assert props["event"]["properties"]["outcome"] == {"type": "keyword"}
-    assert props["event"]["properties"]["sequence"] == {"type": "long"}
-    assert props["log"]["properties"]["level"] == {"type": "keyword"}
-    assert template["template"]["mappings"]["dynamic_templates"] == [
-        {"labels_as_keywords": {"path_match": "labels.*", "mapping": {"type": "keyword"}}}
+    assert template == {
+        "index_patterns": ["logs-prodmon-*"],
+        "data_stream": {},
+        "priority": 200,
+        "template": {
+            "settings": {"index.lifecycle.name": "logs-prodmon"},
+            "mappings": {
+                "dynamic_templates": [
+                    {
+                        "labels_as_keywords": {
+                            "path_match": "labels.*",
+                            "mapping": {"type": "keyword"},
+                        }
+                    }
+                ],
+                "properties": {
+                    "@timestamp": {"type": "date"},
+                    "message": {"type": "text"},
+                    "ecs": {"properties": {"version": {"type": "keyword"}}},
+                    "data_stream": {
+                        "properties": {
+                            "type": {"type": "constant_keyword"},
+                            "dataset": {"type": "constant_keyword"},
+                            "namespace": {"type": "constant_keyword"},
+                        }
+                    },
+                    "host": {"properties": {"name": {"type": "keyword"}}},
+                    "process": {"properties": {"exit_code": {"type": "long"}}},
+                    "event": {
+                        "properties": {
+                            "outcome": {"type": "keyword"},
+                            "sequence": {"type": "long"},
+                            "dataset": {"type": "keyword"},
+                        }
+                    },
+                    "log": {
+                        "properties": {"level": {"type": "keyword"}, "offset": {"type": "long"}}
+                    },
+                    "labels": {"type": "object", "dynamic": True},
+                },
+            },
+        },
+        "_meta": {"managed_by": "prodmon", "description": "prodmon job logs, one line a document"},
+    }
+    streams = [(m, t, b) for m, t, b in RecordingNode.log if t.startswith("/_data_stream/")]
+    assert streams == [
+        ("PUT", "/_data_stream/logs-prodmon-dune", None),
+        ("PUT", "/_data_stream/logs-prodmon-mu2e", None),
+        ("PUT", "/_data_stream/logs-prodmon-dune_nd", None),
     ]
-    assert template["_meta"]["managed_by"] == "prodmon"
 
 
 def test_the_ilm_policy_can_add_a_delete_phase():
@@ -353,14 +418,8 @@ def test_rewinds_retention_and_the_end_of_a_job_are_by_query(wire):
 
 
 @pytest.mark.django_db
-def test_the_indexing_service_drives_the_elasticsearch_backend(
-    wire, make_attempt, settings, monkeypatch
-):
-    from logserver.index import elasticsearch as es_backend
-
+def test_the_indexing_service_drives_the_elasticsearch_backend(wire, make_attempt, settings):
     settings.PRODMON_LOG_INDEX = "elasticsearch"
-    settings.ELASTICSEARCH_URL = "http://es.invalid:9200"
-    monkeypatch.setattr(es_backend, "es_client", lambda: wire)
     attempt = make_attempt()
     services.log_chunk_store(attempt=attempt, offset=0, data=b"one\ntwo\n")
     Attempt.objects.filter(pk=attempt.pk).update(log_bytes=8)
@@ -377,12 +436,10 @@ def test_the_indexing_service_drives_the_elasticsearch_backend(
 
 
 @pytest.mark.django_db
-def test_the_setup_command_prints_or_installs(wire, experiment, other_experiment, monkeypatch):
+def test_the_setup_command_prints_or_installs(wire, experiment, other_experiment):
     import io
 
     from django.core.management import call_command
-
-    from logserver.index import elasticsearch as es_backend
 
     out = io.StringIO()
     call_command("logindex_es_setup", "--print", "--ilm-delete-days", "400", stdout=out)
@@ -393,13 +450,24 @@ def test_the_setup_command_prints_or_installs(wire, experiment, other_experiment
     )
     assert RecordingNode.log == []
 
-    monkeypatch.setattr(es_backend, "es_client", lambda: wire)
     out = io.StringIO()
-    call_command("logindex_es_setup", stdout=out)
+    call_command("logindex_es_setup", "--ilm-delete-days", "400", stdout=out)
     assert "data stream logs-prodmon-mu2e created" in out.getvalue()
-    assert [t for _, t, _ in RecordingNode.log] == [
-        "/_ilm/policy/logs-prodmon",
-        "/_index_template/logs-prodmon",
-        "/_data_stream/logs-prodmon-dune",
-        "/_data_stream/logs-prodmon-mu2e",
+    assert [(m, t) for m, t, _ in RecordingNode.log] == [
+        ("PUT", "/_ilm/policy/logs-prodmon"),
+        ("PUT", "/_index_template/logs-prodmon"),
+        ("PUT", "/_data_stream/logs-prodmon-dune"),
+        ("PUT", "/_data_stream/logs-prodmon-mu2e"),
     ]
+    assert json.loads(RecordingNode.log[0][2]) == {
+        "policy": {
+            "phases": {
+                "hot": {
+                    "actions": {"rollover": {"max_age": "7d", "max_primary_shard_size": "50gb"}}
+                },
+                "delete": {"min_age": "400d", "actions": {"delete": {}}},
+            },
+            "_meta": {"managed_by": "prodmon"},
+        }
+    }
+    assert json.loads(RecordingNode.log[1][2]) == printed["PUT _index_template/logs-prodmon"]

@@ -284,6 +284,28 @@ def test_it_refuses_a_log_chunk_over_the_chunk_limit(api, stage, settings):
     assert "log.data" in r.json()["fields"]
 
 
+def test_the_rate_window_opens_again_and_retry_after_says_when(
+    api, stage, settings, monkeypatch
+):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"ingest": "2/min"},
+    }
+    clock = [1_800_000_000.0 + 15]  # 15 s into a minute window
+    monkeypatch.setattr("logserver.throttles.time.time", lambda: clock[0])
+    codes = [post(api, "start", ident(host="wn")).status_code for _ in range(3)]
+    assert codes == [201, 201, 429]
+    clock[0] += 20
+    r = post(api, "start", ident(host="wn"))
+    assert r.status_code == 429
+    assert int(r["Retry-After"]) == 25  # the window ends 60 s after it began
+    clock[0] += 25
+    assert post(api, "start", ident(host="wn")).status_code == 201
+
+
 def test_it_answers_429_with_retry_after_over_the_rate(api, stage, settings):
     from django.core.cache import cache
 

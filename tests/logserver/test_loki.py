@@ -4,14 +4,15 @@ import base64
 import datetime as dt
 import gzip
 import json
+import uuid
 
 import pytest
 from django.test import Client
 
 from logserver import selectors
 from logserver.models import IngestEvent, LogChunk
-from prodmon.models import Attempt
-from tests.factories import make_token
+from prodmon.models import Attempt, Job
+from tests.factories import CampaignFactory, StageFactory, make_token
 
 pytestmark = pytest.mark.django_db
 PUSH = "/loki/api/v1/push"
@@ -103,6 +104,9 @@ def test_it_takes_prodmon_labels_before_a_shipper_s_own_job_label(bearer, make_a
     assert _log(attempt) == b"aliases\n"
 
 
+UNSEEN = "6f9619ff-8b86-d011-b42d-00c04fc964ff"
+
+
 def test_it_names_the_label_that_is_missing_or_wrong(bearer, make_attempt, other_experiment):
     attempt = make_attempt()
     r = _push(bearer, _body(attempt, ["x"], attempt=None))
@@ -111,9 +115,6 @@ def test_it_names_the_label_that_is_missing_or_wrong(bearer, make_attempt, other
     r = _push(bearer, _body(attempt, ["x"], attempt="not-a-uid"))
     assert r.status_code == 400
     assert "attempt" in r.json()["fields"]
-    r = _push(bearer, _body(attempt, ["x"], attempt="6f9619ff-8b86-d011-b42d-00c04fc964ff"))
-    assert r.status_code == 404
-    assert "label attempt" in r.json()["message"]
     r = _push(bearer, _body(attempt, ["x"], campaign="other-campaign"))
     assert r.status_code == 409
     assert "campaign" in r.json()["fields"]
@@ -123,21 +124,131 @@ def test_it_names_the_label_that_is_missing_or_wrong(bearer, make_attempt, other
     assert LogChunk.objects.count() == 0
 
 
-def test_a_bad_stream_refuses_the_whole_push(bearer, make_attempt):
+@pytest.mark.parametrize("missing", ["campaign", "stage", "job"])
+def test_an_unseen_attempt_without_its_identity_labels_is_400_naming_the_label(
+    bearer, make_attempt, missing
+):
+    attempt = make_attempt()
+    r = _push(bearer, _body(attempt, ["x"], attempt=UNSEEN, **{missing: None}))
+    assert r.status_code == 400, r.content
+    body = r.json()
+    assert list(body["fields"]) == [f"prodmon_{missing}"]
+    assert f"label prodmon_{missing}" in body["message"]
+    assert "is not known yet" in body["message"]
+    assert not Attempt.objects.filter(uid=UNSEEN).exists()
+    assert LogChunk.objects.count() == 0
+
+
+def test_an_unseen_attempt_in_an_unknown_campaign_or_stage_is_404_naming_it(bearer, make_attempt):
+    attempt = make_attempt()
+    r = _push(bearer, _body(attempt, ["x"], attempt=UNSEEN, campaign="nosuch"))
+    assert r.status_code == 404
+    assert list(r.json()["fields"]) == ["campaign"]
+    assert "no campaign 'nosuch'" in r.json()["message"]
+    r = _push(bearer, _body(attempt, ["x"], attempt=UNSEEN, stage="nosuch"))
+    assert r.status_code == 404
+    assert list(r.json()["fields"]) == ["stage"]
+    assert not Attempt.objects.filter(uid=UNSEEN).exists()
+
+
+def test_a_bad_stream_refuses_the_whole_push_and_keeps_nothing(bearer, make_attempt):
     attempt = make_attempt()
     good = _body(attempt, ["good"])
-    bad = _body(attempt, ["bad"], attempt="6f9619ff-8b86-d011-b42d-00c04fc964ff")
-    r = _push(bearer, {"streams": good["streams"] + bad["streams"]})
+    # A creatable unseen attempt, then one in a stage that does not exist.
+    created = _body(attempt, ["new"], attempt=str(uuid.uuid4()), prodmon_job="new_job.root")
+    bad = _body(attempt, ["bad"], attempt=UNSEEN, stage="nosuch")
+    r = _push(bearer, {"streams": good["streams"] + created["streams"] + bad["streams"]})
     assert r.status_code == 404
     assert Attempt.objects.get(pk=attempt.pk).log_bytes == 0
+    assert LogChunk.objects.count() == 0
+    assert not Job.objects.filter(key="new_job.root").exists()
+    assert Attempt.objects.count() == 1
 
 
 def test_a_token_never_reaches_another_experiment_s_attempt(make_attempt, other_experiment):
     attempt = make_attempt()
     _, raw = make_token(other_experiment)
-    r = _push(Client(HTTP_AUTHORIZATION=f"Bearer {raw}"), _body(attempt, ["intrusion"]))
-    assert r.status_code == 404
+    other = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    # The uid is dune's: mu2e's token cannot append to it nor create it in mu2e,
+    # whatever campaign and stage mu2e has, and the answer says nothing of the job.
+    for round_ in range(2):
+        if round_:
+            StageFactory(
+                campaign=CampaignFactory(experiment=other_experiment, name="mc"), name="gen"
+            )
+        r = _push(other, _body(attempt, ["intrusion"]))
+        assert r.status_code == 409
+        assert list(r.json()["fields"]) == ["attempt"]
+        assert "belongs to another job" in r.json()["message"]
     assert LogChunk.objects.count() == 0
+    assert Job.objects.filter(stage__campaign__experiment=other_experiment).count() == 0
+
+
+# What Fluent Bit's `loki` output (JSON, `line_format json` off) and Vector's
+# `loki` sink (`compression = "gzip"`) send: labels only, the shipper's own
+# `job`, no start event ever. Promtail and Alloy send snappy protobuf: 415 below.
+SHIPPER_LABELS = {
+    "job": "fluentbit",
+    "prodmon_campaign": "mc",
+    "prodmon_stage": "gen",
+    "prodmon_job": "gen_00042.root",
+    "prodmon_attempt": "0b7e7d0c-2f1b-4d8a-9f43-7b0a3d2b9c11",
+    "host": "wn17.fnal.gov",
+    "site": "FNAL",
+    "filename": "/srv/condor/execute/dir_4242/_condor_stdout",
+}
+
+
+def test_a_shipper_s_push_for_an_unseen_attempt_creates_it_from_its_labels(
+    bearer, stage, experiment, django_capture_on_commit_callbacks
+):
+    body = {
+        "streams": [
+            {
+                "stream": SHIPPER_LABELS,
+                "values": [
+                    [str(T0), "%MSG-i RootInput: Begin processing the 1st record."],
+                    [str(T0 + 1_000_000_000), "Fatal Root Error: @SUB=TFile::TFile"],
+                ],
+            }
+        ]
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        r = _push(bearer, body, gz=True)
+    assert r.status_code == 204, r.content
+    attempt = Attempt.objects.select_related("job__stage__campaign", "node").get(
+        uid=SHIPPER_LABELS["prodmon_attempt"]
+    )
+    assert attempt.job.key == "gen_00042.root"
+    assert attempt.job.stage == stage
+    assert attempt.number == 1
+    assert attempt.status == Attempt.Status.RUNNING
+    assert (attempt.node.hostname, attempt.node.site) == ("wn17.fnal.gov", "FNAL")
+    assert attempt.started_at == dt.datetime(2025, 3, 1, 14, 3, 22, tzinfo=dt.UTC)
+    assert _log(attempt) == (
+        b"%MSG-i RootInput: Begin processing the 1st record.\nFatal Root Error: @SUB=TFile::TFile\n"
+    )
+    hits = selectors.log_search(experiment_ids={experiment.pk}, text="tfile").hits
+    assert [(h.attempt.pk, h.line_no) for h in hits] == [(attempt.pk, 2)]
+    # The next batch goes to the same attempt; the reporter's start event,
+    # arriving late, finds it too.
+    more = {"streams": [{"stream": SHIPPER_LABELS, "values": [[str(T0 + 2 * 10**9), "end"]]}]}
+    assert _push(bearer, more).status_code == 204
+    assert Attempt.objects.filter(job=attempt.job).count() == 1
+    assert _log(attempt).endswith(b"TFile::TFile\nend\n")
+
+
+def test_an_unseen_attempt_without_a_host_is_created_as_a_heartbeat_would(
+    bearer, stage, make_attempt
+):
+    labels = {k: v for k, v in SHIPPER_LABELS.items() if k not in ("host", "site")}
+    r = _push(bearer, {"streams": [{"stream": labels, "values": [[str(T0), "line"]]}]})
+    assert r.status_code == 204, r.content
+    attempt = Attempt.objects.get(uid=labels["prodmon_attempt"])
+    assert attempt.node_id is None
+    assert attempt.status == Attempt.Status.RUNNING
+    assert attempt.last_heartbeat_at == dt.datetime(2025, 3, 1, 14, 3, 22, tzinfo=dt.UTC)
+    assert _log(attempt) == b"line\n"
 
 
 def test_it_refuses_protobuf_with_a_415_that_says_to_use_json(bearer, make_attempt):

@@ -42,6 +42,8 @@ def celery_worker_process(broker_url):
         f"/{db['NAME']}",
     )
     queue = f"test-{uuid.uuid4().hex[:8]}"
+    # Tasks the worker enqueues itself (an end's fan-out) go to the same queue.
+    env["CELERY_TASK_DEFAULT_QUEUE"] = queue
     proc = subprocess.Popen(
         [
             sys.executable,

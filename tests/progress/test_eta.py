@@ -598,3 +598,49 @@ def test_it_measures_wall_times_on_a_cohort_by_start_not_the_latest_ends():
     )
     stages, _ = estimate_campaign([snap], T0, EtaParams(recent_ends=60))
     assert stages[1].mean_wall_s / HOUR == pytest.approx(2.0, rel=0.05)
+
+
+# --- the estimates refresher (bench.pages: pages must not replay on the request path) ---
+
+
+@pytest.mark.django_db
+def test_the_refresher_caches_active_campaigns_so_pages_read_without_queries(
+    campaign, gen, experiment
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from prodmon.models import Campaign
+    from prodmon.progress.tasks import estimates_refresh_task
+    from tests.factories import CampaignFactory
+
+    done = CampaignFactory(experiment=experiment, name="old", state=Campaign.State.COMPLETED)
+    estimates_refresh_task()  # the beat task, run in-process
+    with CaptureQueriesContext(connection) as ctx:
+        found = estimates.campaigns_estimate(campaigns=[campaign])
+    assert len(ctx.captured_queries) == 0
+    assert campaign.pk in found
+    assert found[campaign.pk].computed_at is not None
+    # Only active campaigns are refreshed: a completed one is computed on demand.
+    with CaptureQueriesContext(connection) as ctx:
+        estimates.campaigns_estimate(campaigns=[done])
+    assert len(ctx.captured_queries) > 0
+    assert estimates.campaigns_estimate_refresh() == 1
+
+
+@pytest.mark.django_db
+def test_the_campaign_list_never_replays_on_the_request_path(client, member, campaign, gen):
+    from django.core.cache import cache
+
+    # The refresher was queued a moment ago and has not run yet: the page says
+    # so instead of computing the estimate itself.
+    cache.add(estimates.REFRESH_QUEUED_KEY, 1, timeout=60)
+    client.force_login(member)
+    html = client.get(reverse("campaign-list")).content.decode()
+    assert "ETA being computed" in html
+    assert not cache.get_many([estimates._cache_key(campaign)])
+    # Once it has run, the list shows the estimate from the cache.
+    estimates.campaigns_estimate_refresh()
+    html = client.get(reverse("campaign-list")).content.decode()
+    assert "ETA being computed" not in html
+    assert "campaign-eta" in html

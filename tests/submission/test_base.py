@@ -2,8 +2,6 @@
 variables, the node exclusion hook, and the submission token."""
 
 import re
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -59,26 +57,24 @@ def test_it_chooses_the_stage_then_the_experiment_then_the_setting(settings):
         backend_get("pbs")
 
 
-def test_it_excludes_nothing_until_triage_provides_a_list(monkeypatch):
-    monkeypatch.setitem(sys.modules, "triage.selectors", types.ModuleType("triage.selectors"))
+@pytest.mark.django_db
+def test_it_excludes_nothing_while_triage_flags_no_node():
     assert node_exclusion_list() == []
 
 
-def test_it_asks_triage_for_the_black_hole_list(monkeypatch):
-    mod = types.ModuleType("triage.selectors")
-    mod.node_exclusion_list = lambda: ["wn7.example.org", "wn3.example.org", ""]
-    monkeypatch.setitem(sys.modules, "triage.selectors", mod)
+@pytest.mark.django_db
+def test_it_excludes_the_nodes_triage_flags_as_black_holes(experiment, other_experiment):
+    """Real flags, set through triage's services by a shifter of each experiment."""
+    from prodmon.models import Role
+    from tests.actions.conftest import node_flag_black_hole
+    from tests.factories import MembershipFactory, UserFactory
+
+    for exp, host in [(experiment, "wn7.example.org"), (other_experiment, "wn3.example.org")]:
+        shifter = MembershipFactory(
+            user=UserFactory(username=f"shifter-{exp.name}"), experiment=exp, role=Role.SHIFTER
+        ).user
+        node_flag_black_hole(experiment=exp, hostname=host, actor=shifter)
     assert node_exclusion_list() == ["wn3.example.org", "wn7.example.org"]
-
-
-def test_it_survives_a_broken_exclusion_hook(monkeypatch):
-    def broken():
-        raise RuntimeError("boom")
-
-    mod = types.ModuleType("triage.selectors")
-    mod.node_exclusion_list = broken
-    monkeypatch.setitem(sys.modules, "triage.selectors", mod)
-    assert node_exclusion_list() == []
 
 
 def test_it_refuses_to_run_locally_on_an_excluded_host(tmp_path):

@@ -248,3 +248,34 @@ def test_it_lists_rules_with_the_builtins(people, failures):
         b"New rule for dune"
         in client_for(people["shifter"]).get(reverse("triage-rule-list")).content
     )
+
+
+def test_the_summary_is_cached_a_minute_and_says_as_of_when(
+    failures, people, ended_attempt, settings
+):
+    from django.core.cache import cache
+
+    from triage import selectors
+    from triage.selectors import SummaryFilters
+
+    settings.TRIAGE_SUMMARY_CACHE_SECONDS = 60
+    cache.clear()
+    viewer = client_for(people["viewer"])
+    first = viewer.get(reverse("triage-summary"))
+    assert "Figures as of" in first.content.decode()
+    before = first.context["summary"]
+    assert before.total_failures == 3
+    # A new failure within the minute: the cached figures stand, as the page says.
+    services.attempt_classify(attempt_id=ended_attempt(log=BAD_ALLOC).pk)
+    again = viewer.get(reverse("triage-summary")).context["summary"]
+    assert again.total_failures == 3
+    assert again.computed_at == before.computed_at
+    # Other filters are another entry; and once it expires the new failure counts.
+    cache.clear()
+    fresh = selectors.error_summary(
+        filters=SummaryFilters(experiment_ids={failures["bad_alloc"].experiment_id})
+    )
+    assert fresh.total_failures == 4
+    [cell] = fresh.matrix.values()
+    assert (cell.failures, cell.top_class, cell.top_count) == (4, failures["bad_alloc"], 3)
+    assert sum(r.failures for r in fresh.rows) == 4

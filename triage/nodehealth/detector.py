@@ -22,6 +22,22 @@ Significance alone makes a node *suspect*. A *black hole* also needs at least
   retires a glidein whose jobs finish too fast);
 - concentration: most failures are one error class (a broken CVMFS mount).
 
+A second test looks at one error class alone: the node's most frequent
+failure class against that class's rate at the same site and campaign, for a
+class that is rare there (at most a quarter of the site's failure rate; a
+full scratch disk, say). It proves a node that fails only half of its jobs,
+but always the same way, much sooner than the overall rate can: at a site
+failing 10 %, 7 failures in 16 attempts do not prove "worse than 30 %"
+(P = 0.90), while 7 failures of a class the site almost never shows prove
+"worse than 15 %" of that class (P = 0.998). The class test needs the same evidence (min_failures of
+that class, flag_probability) and counts only together with the
+class-concentration signature. For the site's usual failure class the rate
+test alone decides.
+
+Each sub-window is judged whole (proof and signature on the same attempts),
+so a long window that proves more but dilutes the signature with the node's
+healthy past does not hide a short one that shows both.
+
 A black hole is cleared when the node recovers: `clear_successes` successes in
 a row, or the evidence fading below `clear_probability` (old failures leave
 the window with time).
@@ -62,6 +78,14 @@ class Config:
     prior_weight: float = 20.0
     baseline_window_s: float = 24 * 3600.0
     baseline_window_n: int = 5000
+    # The one-class test: a class's site rate is shrunk towards class_prior_rate
+    # with prior_weight pseudo-attempts, and the node's rate of that class must
+    # be above k times it, at least class_min_rate. It applies only to a class
+    # that is rare at the site (at most class_rare_share of the site's failure
+    # rate): for the site's usual failure the rate test is the right one.
+    class_prior_rate: float = 0.01
+    class_min_rate: float = 0.15
+    class_rare_share: float = 0.25
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -95,6 +119,10 @@ class Evidence:
     top_class: str = ""
     top_class_share: float = 0.0
     classes: dict[str, int] = field(default_factory=dict)
+    class_failures: int = 0
+    class_baseline_rate: float | None = None
+    class_threshold_rate: float | None = None
+    class_probability: float | None = None
     first_bad_attempt_id: int | None = None
     first_bad_at: float | None = None
     signatures: list[str] = field(default_factory=list)
@@ -143,13 +171,16 @@ def _trailing_successes(outcomes: Sequence[Outcome]) -> int:
 
 
 def _window_evidence(
-    outcomes: Sequence[Outcome], baseline_of: Callable[[Outcome], float], config: Config
+    outcomes: Sequence[Outcome],
+    baseline_of: Callable[[Outcome], float],
+    config: Config,
+    class_baseline_of: Callable[[Outcome, str], float] | None = None,
 ) -> Evidence:
     n = len(outcomes)
     f = sum(1 for o in outcomes if o.failed)
     base = sum(baseline_of(o) for o in outcomes) / n if n else config.prior_rate
     x = threshold_rate(base, config)
-    return Evidence(
+    ev = Evidence(
         window_attempts=n,
         window_failures=f,
         failure_rate=f / n if n else 0.0,
@@ -157,16 +188,84 @@ def _window_evidence(
         threshold_rate=x,
         probability=prob_rate_above(f, n, x),
     )
+    if class_baseline_of is not None and f:
+        top, count = Counter(
+            o.error_class or "unclassified" for o in outcomes if o.failed
+        ).most_common(1)[0]
+        class_base = sum(class_baseline_of(o, top) for o in outcomes) / n
+        ev.class_failures = count
+        ev.class_baseline_rate = class_base
+        if class_base <= config.class_rare_share * base:
+            xc = min(max(config.k * class_base, config.class_min_rate), config.max_rate)
+            ev.class_threshold_rate = xc
+            ev.class_probability = prob_rate_above(count, n, xc)
+    return ev
+
+
+def _rate_proven(ev: Evidence, config: Config) -> bool:
+    return ev.window_failures >= config.min_failures and ev.probability >= config.flag_probability
+
+
+def _class_proven(ev: Evidence, config: Config) -> bool:
+    """The one-class test, which counts only for a concentrated node."""
+    return (
+        ev.class_probability is not None
+        and ev.class_failures >= config.min_failures
+        and ev.class_probability >= config.flag_probability
+        and ev.class_failures >= config.concentration * ev.window_failures
+    )
+
+
+def _describe(ev: Evidence, outcomes: Sequence[Outcome], config: Config) -> list[Outcome]:
+    """Fill in the window's failure facts and signatures; returns its failures."""
+    failures = [o for o in outcomes if o.failed]
+    ev.fast_failures = sum(1 for o in failures if o.wall_s is not None and o.wall_s < config.fast_s)
+    classes = Counter(o.error_class or "unclassified" for o in failures)
+    ev.classes = dict(classes.most_common(5))
+    if classes:
+        ev.top_class, top_n = classes.most_common(1)[0]
+        ev.top_class_share = top_n / len(failures)
+    if failures:
+        ev.first_bad_attempt_id = failures[0].attempt_id
+        ev.first_bad_at = failures[0].ended_at
+    ev.signatures = []
+    if failures and ev.fast_failures / len(failures) >= config.fast_fraction:
+        ev.signatures.append("fast-failure")
+    if failures and ev.top_class_share >= config.concentration and ev.top_class:
+        ev.signatures.append("class-concentration")
+    return failures
+
+
+def _rank(ev: Evidence, config: Config) -> tuple:
+    # A window that proves the node bad *and* shows a signature wins (each
+    # window is judged whole: a longer one may prove more but dilute the
+    # signature with the node's healthy past), then proof alone; among equals
+    # the one with more failures.
+    proven = _rate_proven(ev, config) or _class_proven(ev, config)
+    p = max(ev.probability, ev.class_probability or 0.0)
+    return (
+        proven and bool(ev.signatures),
+        proven,
+        min(p, config.flag_probability),
+        ev.window_failures,
+    )
 
 
 def assess_node(
     recent: Sequence[Outcome],
     *,
     baselines: Mapping[tuple[str, object], float] | Callable[[str, object], float],
+    class_baselines: Mapping[tuple[str, object, str], float]
+    | Callable[[str, object, str], float]
+    | None = None,
     previous: str = HEALTHY,
     config: Config = Config(),  # noqa: B008 - frozen, shared on purpose
 ) -> Assessment:
-    """Judge a node on its recent outcomes (oldest first, already windowed)."""
+    """Judge a node on its recent outcomes (oldest first, already windowed).
+
+    `class_baselines` gives a class's failure rate at (site, campaign, class);
+    without it only the overall rate is tested.
+    """
     recent = list(recent)[-config.window_n :]
     if callable(baselines):
         get = baselines
@@ -179,8 +278,19 @@ def assess_node(
         def baseline_of(o: Outcome) -> float:
             return baselines.get((o.site, o.campaign), config.prior_rate)
 
+    class_baseline_of = None
+    if callable(class_baselines):
+        get_class = class_baselines
+
+        def class_baseline_of(o: Outcome, cls: str) -> float:
+            return get_class(o.site, o.campaign, cls)
+
+    elif class_baselines is not None:
+
+        def class_baseline_of(o: Outcome, cls: str) -> float:
+            return class_baselines.get((o.site, o.campaign, cls), config.class_prior_rate)
+
     best: Evidence | None = None
-    best_outcomes: Sequence[Outcome] = ()
     seen_lengths = set()
     for length in config.sub_windows:
         length = min(length, len(recent))
@@ -188,67 +298,40 @@ def assess_node(
             continue
         seen_lengths.add(length)
         tail = recent[-length:]
-        ev = _window_evidence(tail, baseline_of, config)
-        # Significance first; among windows that prove it, the one with more failures.
-        key = (
-            ev.window_failures >= config.min_failures and ev.probability >= config.flag_probability,
-            ev.probability if ev.probability < config.flag_probability else 1.0,
-            ev.window_failures,
-        )
-        best_key = (
-            (
-                best.window_failures >= config.min_failures
-                and best.probability >= config.flag_probability,
-                best.probability if best.probability < config.flag_probability else 1.0,
-                best.window_failures,
-            )
-            if best
-            else None
-        )
-        if best is None or key > best_key:
-            best, best_outcomes = ev, tail
+        ev = _window_evidence(tail, baseline_of, config, class_baseline_of)
+        _describe(ev, tail, config)
+        if best is None or _rank(ev, config) > _rank(best, config):
+            best = ev
     if best is None:
         return Assessment(HEALTHY, Evidence(reason="no attempts in the window"))
 
-    failures = [o for o in best_outcomes if o.failed]
     best.attempts = len(recent)
     best.failures = sum(1 for o in recent if o.failed)
-    best.fast_failures = sum(
-        1 for o in failures if o.wall_s is not None and o.wall_s < config.fast_s
+    by_rate = _rate_proven(best, config)
+    by_class = _class_proven(best, config)
+    significant = by_rate or by_class
+
+    rate_text = (
+        f"{best.window_failures} of the last {best.window_attempts} attempts failed "
+        f"({best.failure_rate:.0%} vs site baseline {best.baseline_rate:.1%}); "
+        f"P(rate > {best.threshold_rate:.0%}) = {best.probability:.3f}"
     )
-    classes = Counter(o.error_class or "unclassified" for o in failures)
-    best.classes = dict(classes.most_common(5))
-    if classes:
-        best.top_class, top_n = classes.most_common(1)[0]
-        best.top_class_share = top_n / len(failures)
-    if failures:
-        best.first_bad_attempt_id = failures[0].attempt_id
-        best.first_bad_at = failures[0].ended_at
-
-    enough = best.window_failures >= config.min_failures
-    significant = enough and best.probability >= config.flag_probability
-    if failures and best.fast_failures / len(failures) >= config.fast_fraction:
-        best.signatures.append("fast-failure")
-    if failures and best.top_class_share >= config.concentration and best.top_class:
-        best.signatures.append("class-concentration")
-
+    if by_class and not by_rate:
+        rate_text += (
+            f"; {best.class_failures} were {best.top_class} "
+            f"(site rate of that class {best.class_baseline_rate:.1%}), "
+            f"P(class rate > {best.class_threshold_rate:.0%}) = {best.class_probability:.3f}"
+        )
     if significant and best.signatures:
         state = BLACK_HOLE
-        best.reason = (
-            f"{best.window_failures} of the last {best.window_attempts} attempts failed "
-            f"({best.failure_rate:.0%} vs site baseline {best.baseline_rate:.1%}); "
-            f"P(rate > {best.threshold_rate:.0%}) = {best.probability:.3f}; "
-            + ", ".join(best.signatures)
-        )
+        best.reason = rate_text + "; " + ", ".join(best.signatures)
     elif significant or (
         best.window_failures >= max(3, config.min_failures - 2)
         and best.probability >= config.suspect_probability
     ):
         state = SUSPECT
         best.reason = (
-            f"{best.window_failures} of the last {best.window_attempts} attempts failed "
-            f"({best.failure_rate:.0%} vs site baseline {best.baseline_rate:.1%}); "
-            f"P(rate > {best.threshold_rate:.0%}) = {best.probability:.3f}"
+            rate_text
             + ("" if significant else "; not enough evidence yet")
             + ("" if best.signatures else "; no black-hole signature")
         )
@@ -311,20 +394,27 @@ def shrunk_rate(failures: int, attempts: int, config: Config) -> float:
 
 
 class BaselineWindow:
-    """Outcomes of one (site, campaign) over a sliding window, counted per node."""
+    """Outcomes of one (site, campaign) over a sliding window, counted per node
+    and per failure class."""
 
     def __init__(self, config: Config):
         self.config = config
-        self.items: deque[tuple[float, str, bool]] = deque()
+        self.items: deque[tuple[float, str, bool, str]] = deque()
         self.failures = 0
         self.per_node: dict[str, list[int]] = {}
+        self.per_class: Counter[str] = Counter()
+        self.per_node_class: dict[str, Counter[str]] = {}
 
-    def add(self, at: float, node: str, failed: bool) -> None:
-        self.items.append((at, node, failed))
+    def add(self, at: float, node: str, failed: bool, error_class: str = "") -> None:
+        cls = (error_class or "unclassified") if failed else ""
+        self.items.append((at, node, failed, cls))
         self.failures += failed
         counts = self.per_node.setdefault(node, [0, 0])
         counts[0] += 1
         counts[1] += failed
+        if cls:
+            self.per_class[cls] += 1
+            self.per_node_class.setdefault(node, Counter())[cls] += 1
         self.expire(at)
 
     def expire(self, now: float) -> None:
@@ -332,13 +422,17 @@ class BaselineWindow:
         while self.items and (
             self.items[0][0] < cutoff or len(self.items) > self.config.baseline_window_n
         ):
-            _, node, failed = self.items.popleft()
+            _, node, failed, cls = self.items.popleft()
             self.failures -= failed
             counts = self.per_node[node]
             counts[0] -= 1
             counts[1] -= failed
+            if cls:
+                self.per_class[cls] -= 1
+                self.per_node_class[node][cls] -= 1
             if counts[0] == 0:
                 del self.per_node[node]
+                self.per_node_class.pop(node, None)
 
     def rate_excluding(self, nodes: Iterable[str]) -> float:
         n, f = len(self.items), self.failures
@@ -348,6 +442,21 @@ class BaselineWindow:
                 n -= counts[0]
                 f -= counts[1]
         return shrunk_rate(f, n, self.config)
+
+    def class_rate_excluding(self, error_class: str, nodes: Iterable[str]) -> float:
+        n, f = len(self.items), self.per_class.get(error_class, 0)
+        for node in nodes:
+            counts = self.per_node.get(node)
+            if counts:
+                n -= counts[0]
+                f -= self.per_node_class.get(node, Counter()).get(error_class, 0)
+        return shrunk_class_rate(f, n, self.config)
+
+
+def shrunk_class_rate(failures: int, attempts: int, config: Config) -> float:
+    return (failures + config.class_prior_rate * config.prior_weight) / (
+        attempts + config.prior_weight
+    )
 
 
 @dataclass(frozen=True)
@@ -383,7 +492,7 @@ class Detector:
             bw = self.baselines.get((site, campaign))
             return bw.rate_excluding(excluded) if bw else self.config.prior_rate
 
-        cache: dict[tuple[str, object], float] = {}
+        cache: dict[tuple, float] = {}
 
         def cached(site: str, campaign: object) -> float:
             key = (site, campaign)
@@ -391,8 +500,23 @@ class Detector:
                 cache[key] = baseline(site, campaign)
             return cache[key]
 
+        def class_cached(site: str, campaign: object, cls: str) -> float:
+            key = (site, campaign, cls)
+            if key not in cache:
+                bw = self.baselines.get((site, campaign))
+                cache[key] = (
+                    bw.class_rate_excluding(cls, excluded) if bw else self.config.class_prior_rate
+                )
+            return cache[key]
+
         before = self.states.get(node, HEALTHY)
-        result = assess_node(window, baselines=cached, previous=before, config=self.config)
+        result = assess_node(
+            window,
+            baselines=cached,
+            class_baselines=class_cached,
+            previous=before,
+            config=self.config,
+        )
         self.evidence[node] = result.evidence
         if result.state != before:
             self.states[node] = result.state
@@ -409,7 +533,7 @@ class Detector:
         bw = self.baselines.get(key)
         if bw is None:
             bw = self.baselines[key] = BaselineWindow(self.config)
-        bw.add(outcome.ended_at, outcome.node, outcome.failed)
+        bw.add(outcome.ended_at, outcome.node, outcome.failed, outcome.error_class)
         return self._assess(outcome.node, outcome.ended_at)
 
     def sweep(self, now: float) -> list[Transition]:

@@ -6,7 +6,8 @@ from logserver import retention
 class Command(BaseCommand):
     help = (
         "Remove log tails and full logs past their experiment's retention. Logs of jobs "
-        "still open (not succeeded, until triage says otherwise) are always kept."
+        "still open in triage (a failure in a new, ongoing or regressed class, or not yet "
+        "classified) or not ended are always kept."
     )
 
     def add_arguments(self, parser):
@@ -21,7 +22,8 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{e.experiment}: tails kept {e.tail_days} d, full logs {e.full_log_days} d; "
                 f"{verb} {e.tails} tails ({e.chunks} chunks, {e.chunk_bytes} bytes) and "
-                f"{e.full_logs} full logs ({e.full_log_bytes} bytes); kept for open jobs: "
+                f"{e.full_logs} full logs ({e.full_log_bytes} bytes); "
+                f"kept for jobs open in triage or running: "
                 f"{e.tails_kept_open} tails, {e.full_logs_kept_open} full logs"
             )
         self.stdout.write(

@@ -10,6 +10,7 @@ prodmon does not know about.
 import datetime as dt
 import logging
 import threading
+import uuid
 from dataclasses import dataclass
 
 from django.db import IntegrityError, connection, transaction
@@ -28,6 +29,7 @@ from prodmon.actions.services.common import (
 )
 from prodmon.models import (
     Attempt,
+    AuditEntry,
     BulkAction,
     ConfigSnapshot,
     Job,
@@ -37,7 +39,7 @@ from prodmon.models import (
 )
 from prodmon.submission.base import BatchState, BatchStatus, SubmissionError, backend_get
 from prodmon.submission.config import setting
-from prodmon.submission.spec import job_spec_build
+from prodmon.submission.spec import attempt_workdir, job_spec_build
 
 logger = logging.getLogger(__name__)
 
@@ -48,15 +50,18 @@ _timers: set[threading.Timer] = set()
 _timers_lock = threading.Lock()
 
 
-def bulk_action_schedule(action: BulkAction) -> None:
-    """Run the action once committed, after its back-out delay (see docs/actions.md)."""
+def bulk_action_schedule(action: BulkAction, *, resume: bool = False) -> None:
+    """Run the action once committed, after its back-out delay (see docs/actions.md).
+    With `resume`, at once: a running action whose process died."""
     from prodmon.actions.tasks import bulk_action_run_task
 
     action_id = action.pk
-    delay = max(0.0, (action.not_before - timezone.now()).total_seconds())
+    delay = 0.0 if resume else max(0.0, (action.not_before - timezone.now()).total_seconds())
     runner = setting("PRODMON_ACTIONS_RUNNER")
 
     def go():
+        if runner == "none":
+            return  # left to the due sweep (bulk_action_run_due)
         if runner == "thread":
             timer = threading.Timer(delay, _thread_run, args=[action_id])
             timer.daemon = True
@@ -102,12 +107,27 @@ def thread_runner_stop(*, timeout_s: float = 30, cancel: bool = True) -> int:
     return cancelled
 
 
+def _lease_s() -> float:
+    return float(setting("PRODMON_ACTIONS_LEASE_SECONDS"))
+
+
+def _stale_running(now: dt.datetime) -> Q:
+    """Running actions whose process is gone: the lease ran out (or, for a row
+    from before leases, it started longer than a lease ago)."""
+    return Q(state=BulkAction.State.RUNNING) & (
+        Q(lease_until__lt=now)
+        | Q(lease_until__isnull=True, started_at__lt=now - dt.timedelta(seconds=_lease_s()))
+    )
+
+
 def bulk_action_run_due(*, now: dt.datetime | None = None) -> int:
-    """Run every pending action whose back-out delay is over (the periodic
-    sweep; also what runs delayed actions when Celery is eager)."""
+    """Run every pending action whose back-out delay is over, and resume every
+    running one whose process died (its lease ran out): the periodic sweep;
+    also what runs delayed actions when Celery is eager."""
     now = now or timezone.now()
+    due = Q(state=BulkAction.State.PENDING, not_before__lte=now) | _stale_running(now)
     ids = list(
-        BulkAction.objects.filter(state=BulkAction.State.PENDING, not_before__lte=now)
+        BulkAction.objects.filter(due)
         .exclude(~Q(kind=BulkAction.Kind.RETRY) & Q(stage__state=Stage.State.HELD))
         .order_by("not_before")
         .values_list("pk", flat=True)[:100]
@@ -117,23 +137,35 @@ def bulk_action_run_due(*, now: dt.datetime | None = None) -> int:
 
 def bulk_action_kick(*, action: BulkAction, grace_s: float = 10) -> bool:
     """Schedule an overdue pending action again (its timer died with a restarted
-    process). Harmless when it is already running: runs are claimed atomically."""
-    overdue = timezone.now() - dt.timedelta(seconds=grace_s)
-    if action.state != BulkAction.State.PENDING or action.not_before > overdue:
+    process), or a running one whose lease ran out (its process died mid-run).
+    Harmless when it is already running: runs are claimed atomically."""
+    now = timezone.now()
+    overdue = now - dt.timedelta(seconds=grace_s)
+    if action.state == BulkAction.State.RUNNING:
+        if not BulkAction.objects.filter(_stale_running(now), pk=action.pk).exists():
+            return False
+    elif action.state != BulkAction.State.PENDING or action.not_before > overdue:
         return False
     if action.kind != BulkAction.Kind.RETRY and action.stage.state == Stage.State.HELD:
         return False
-    bulk_action_schedule(action)
+    bulk_action_schedule(action, resume=action.state == BulkAction.State.RUNNING)
     return True
 
 
 def bulk_action_run(*, action_id: int) -> BulkAction | None:
-    """Claim a due pending action and run it. None when it is not due, was
-    cancelled, or another worker claimed it first."""
+    """Claim a due pending action, or a running one whose lease ran out, and
+    run it (resuming where the dead process stopped). None when it is not due,
+    was cancelled, or another process claimed it first."""
     now = timezone.now()
+    owner = uuid.uuid4().hex
+    lease = {"lease_owner": owner, "lease_until": now + dt.timedelta(seconds=_lease_s())}
+    resuming = False
     claimed = BulkAction.objects.filter(
         pk=action_id, state=BulkAction.State.PENDING, not_before__lte=now
-    ).update(state=BulkAction.State.RUNNING, started_at=now)
+    ).update(state=BulkAction.State.RUNNING, started_at=now, **lease)
+    if claimed != 1:
+        claimed = BulkAction.objects.filter(_stale_running(now), pk=action_id).update(**lease)
+        resuming = claimed == 1
     if claimed != 1:
         return None
     action = BulkAction.objects.select_related("experiment", "stage__campaign__experiment").get(
@@ -142,11 +174,21 @@ def bulk_action_run(*, action_id: int) -> BulkAction | None:
     if action.kind != BulkAction.Kind.RETRY and action.stage.state == Stage.State.HELD:
         # A held stage keeps its launches and recoveries waiting until it is
         # released; a retry is refused job by job instead (the operator sees why).
-        BulkAction.objects.filter(pk=action.pk, state=BulkAction.State.RUNNING).update(
-            state=BulkAction.State.PENDING, started_at=None
-        )
+        BulkAction.objects.filter(
+            pk=action.pk, state=BulkAction.State.RUNNING, lease_owner=owner
+        ).update(state=BulkAction.State.PENDING, started_at=None, lease_owner="", lease_until=None)
         return action
-    _ActionRun(action).run()
+    if resuming:
+        production.audit_record(
+            actor=None,
+            actor_label="prodmon",
+            action=f"{action.kind}.resume",
+            experiment=action.experiment,
+            target=action.stage or action,
+            params={"action": action.pk, "done": action.done, "total": action.total},
+            result="resumed: the process running it had stopped",
+        )
+    _ActionRun(action, owner=owner, resuming=resuming).run()
     action.refresh_from_db()
     return action
 
@@ -161,8 +203,12 @@ class _Counts:
 class _ActionRun:
     """One run of a BulkAction: each job under its own lock and transaction."""
 
-    def __init__(self, action: BulkAction):
+    def __init__(self, action: BulkAction, *, owner: str = "", resuming: bool = False):
         self.action = action
+        self.owner = owner or action.lease_owner
+        self.resuming = resuming
+        self.renewed_at = timezone.now()
+        self.lost_lease = False
         self.force = bool(action.params.get("force"))
         self.more = bool(action.params.get("more_resources"))
         self.recovery_type = action.params.get("recovery_type", "")
@@ -178,14 +224,19 @@ class _ActionRun:
 
     def run(self) -> None:
         action = self.action
-        if action.kind == BulkAction.Kind.LAUNCH:
+        if action.kind == BulkAction.Kind.LAUNCH and not (self.resuming and action.job_ids):
             job_ids = _launch_prepare(action.stage)
             BulkAction.objects.filter(pk=action.pk).update(job_ids=job_ids, total=len(job_ids))
         else:
             job_ids = list(action.job_ids)
+        handled = self._handled() if self.resuming else set()
         for i, job_id in enumerate(job_ids):
             if i % CANCEL_CHECK_EVERY == 0 and self._cancelled():
                 break
+            if not self._lease_renew():
+                return  # another process took over: it finishes the action
+            if job_id in handled:
+                continue
             self.one(job_id)
             if i % 20 == 19:
                 self._save_submissions()
@@ -196,10 +247,54 @@ class _ActionRun:
             pk=self.action.pk, state=BulkAction.State.CANCELLED
         ).exists()
 
-    def one(self, job_id: int) -> None:
-        verb = {"retry": "job.retry", "recovery": "job.recover", "launch": "job.launch"}[
+    def _verb(self) -> str:
+        return {"retry": "job.retry", "recovery": "job.recover", "launch": "job.launch"}[
             self.action.kind
         ]
+
+    def _handled(self) -> set[int]:
+        """Jobs a dead run of this action already dealt with: each has its
+        audit entry (written once the job was submitted, refused or failed)."""
+        targets = AuditEntry.objects.filter(
+            action=self._verb(), params__action=self.action.pk, target_type="job"
+        ).values_list("target_id", flat=True)
+        return {int(t) for t in targets if str(t).isdigit()}
+
+    def _lease_renew(self) -> bool:
+        """Keep the lease while running; False when this run lost it (it ran
+        out and another process resumed the action)."""
+        if self.lost_lease:
+            return False
+        now = timezone.now()
+        if (now - self.renewed_at).total_seconds() < _lease_s() / 3:
+            return True
+        renewed = BulkAction.objects.filter(
+            pk=self.action.pk, lease_owner=self.owner, state=BulkAction.State.RUNNING
+        ).update(lease_until=now + dt.timedelta(seconds=_lease_s()))
+        if renewed:
+            self.renewed_at = now
+            return True
+        # Cancelled between two jobs is not a lost lease: the loop's cancel check stops it.
+        if self._cancelled():
+            return True
+        self.lost_lease = True
+        self._save_submissions()
+        logger.warning("action %s: lease lost to another process; stopping", self.action.pk)
+        return False
+
+    def _interrupted_attempt(self, job_id: int) -> Attempt | None:
+        """The attempt this action made for the job before its process died
+        (queued, maybe handed over, but not yet counted and audited)."""
+        return (
+            Attempt.objects.filter(job_id=job_id, submission__action=self.action)
+            .select_related("job__stage__campaign__experiment", "submission")
+            .order_by("-number")
+            .first()
+        )
+
+    def one(self, job_id: int) -> None:
+        verb = self._verb()
+        interrupted = self._interrupted_attempt(job_id) if self.resuming else None
         try:
             # The submission row is made (and committed) before the job's own
             # transaction, so a refused job never takes it down with it.
@@ -211,24 +306,63 @@ class _ActionRun:
             # backend) fails here, before an attempt is spent on it.
             backend = self._backend(submission.backend)
             self._runnable(stage)
-            attempt, resources = self._queue(job_id, submission)
+            if interrupted is not None:
+                attempt, resources = self._resume_attempt(interrupted, backend)
+            else:
+                attempt, resources = self._queue(job_id, submission)
         except ActionRefused as exc:
-            self._count("skipped", f"job {job_id}: {exc.message}")
-            self._audit_job(verb, job_id, f"refused: {exc.message}")
+            self._count(
+                "skipped",
+                f"job {job_id}: {exc.message}",
+                audit=dict(verb=verb, job_id=job_id, result=f"refused: {exc.message}"),
+            )
             return
         except Job.DoesNotExist:
             self._count("skipped", f"job {job_id}: no longer exists")
             return
         except SubmissionError as exc:
-            self._count("failed", f"job {job_id}: {exc.message}")
-            self._audit_job(verb, job_id, f"not submitted: {exc.message}")
+            self._count(
+                "failed",
+                f"job {job_id}: {exc.message}",
+                audit=dict(verb=verb, job_id=job_id, result=f"not submitted: {exc.message}"),
+            )
+            return
+        if attempt.batch_id:  # handed over before the process died: count it, never again
+            if attempt.batch_id not in submission.output:
+                submission.output += (
+                    f"[{attempt.job.key} #{attempt.number}] {attempt.batch_id}"
+                    " (found after the submitting process stopped)\n"
+                )
+                self.dirty.add(submission.stage_id)
+            self._count(
+                "done",
+                audit=_audit_args(
+                    verb,
+                    job_id,
+                    f"queued attempt #{attempt.number} as {attempt.batch_id}",
+                    attempt=attempt,
+                    extra={
+                        "memory_mb": resources.memory_mb,
+                        "walltime_s": resources.walltime_s,
+                        "resources": resources.basis,
+                    },
+                ),
+            )
             return
         try:
             result = backend.submit(job_spec_build(attempt=attempt))
         except SubmissionError as exc:
             self._submit_failed(attempt, submission, exc)
-            self._count("failed", f"{attempt.job.key}: {exc.message}")
-            self._audit_job(verb, job_id, f"submit failed: {exc.message}", attempt=attempt)
+            self._count(
+                "failed",
+                f"{attempt.job.key}: {exc.message}",
+                audit=dict(
+                    verb=verb,
+                    job_id=job_id,
+                    result=f"submit failed: {exc.message}",
+                    attempt=attempt,
+                ),
+            )
             return
         Attempt.objects.filter(pk=attempt.pk, batch_id="").update(batch_id=result.batch_id)
         submission.command += result.command + "\n"
@@ -236,18 +370,67 @@ class _ActionRun:
         if not submission.external_id:
             submission.external_id = result.batch_id
         self.dirty.add(submission.stage_id)
-        self._count("done")
-        self._audit_job(
-            verb,
-            job_id,
-            f"queued attempt #{attempt.number} as {result.batch_id}",
-            attempt=attempt,
-            extra={
-                "memory_mb": resources.memory_mb,
-                "walltime_s": resources.walltime_s,
-                "resources": resources.basis,
-            },
+        self._count(
+            "done",
+            audit=_audit_args(
+                verb,
+                job_id,
+                f"queued attempt #{attempt.number} as {result.batch_id}",
+                attempt=attempt,
+                extra={
+                    "memory_mb": resources.memory_mb,
+                    "walltime_s": resources.walltime_s,
+                    "resources": resources.basis,
+                },
+            ),
         )
+
+    def _resume_attempt(self, attempt: Attempt, backend) -> tuple[Attempt, rules.Resources]:
+        """Carry on with the attempt the dead run made for this job.
+
+        - Handed over (it has a batch id): counted as done, never submitted again.
+        - Not handed over, and the backend can tell (the local backend's
+          batch_id file): adopted when its runner had started, else submitted now.
+        - Not handed over, and the backend cannot tell but the attempt's
+          directory exists: the submit may have reached the batch system, so it
+          is ended as failed rather than risk running twice.
+        - Otherwise: submitted now.
+        """
+        resources = rules.Resources(
+            memory_mb=attempt.request_memory_mb,
+            walltime_s=attempt.request_walltime_s,
+            basis="as queued before the interruption",
+        )
+        if attempt.batch_id or attempt.status != Attempt.Status.QUEUED:
+            if not attempt.batch_id:
+                raise ActionRefused(f"attempt #{attempt.number} already ended", code="ended")
+            return attempt, resources
+        workdir = attempt_workdir(attempt.uid)
+        recover = getattr(backend, "batch_id_in", None)
+        if recover is not None:
+            batch_id = recover(workdir)
+            if batch_id:
+                Attempt.objects.filter(pk=attempt.pk, batch_id="").update(batch_id=batch_id)
+                attempt.batch_id = batch_id
+            return attempt, resources
+        if workdir.exists():
+            attempt_end_from_batch(
+                attempt=attempt,
+                status=BatchStatus(
+                    "",
+                    BatchState.FAILED,
+                    raw_state="submit_interrupted",
+                    reason="the process submitting it stopped mid-submit",
+                ),
+                events=[],
+                kind="submit_interrupted",
+            )
+            raise ActionRefused(
+                f"attempt #{attempt.number} was interrupted mid-submit and ended as failed;"
+                " retry it",
+                code="submit_interrupted",
+            )
+        return attempt, resources
 
     # -- one job, under its lock
 
@@ -367,13 +550,18 @@ class _ActionRun:
 
     # -- bookkeeping
 
-    def _count(self, what: str, message: str = "") -> None:
+    def _count(self, what: str, message: str = "", audit: dict | None = None) -> None:
+        """Count one job's outcome and write its audit entry in one transaction:
+        a resumed run finds a job either counted and audited, or neither."""
         setattr(self.counts, what, getattr(self.counts, what) + 1)
-        fields = {what: F(what) + 1}
-        BulkAction.objects.filter(pk=self.action.pk).update(**fields)
-        if message:
-            self.action.messages = (self.action.messages + [message])[-MESSAGES_MAX:]
-            BulkAction.objects.filter(pk=self.action.pk).update(messages=self.action.messages)
+        with transaction.atomic():
+            fields = {what: F(what) + 1}
+            if message:
+                self.action.messages = (self.action.messages + [message])[-MESSAGES_MAX:]
+                fields["messages"] = self.action.messages
+            BulkAction.objects.filter(pk=self.action.pk).update(**fields)
+            if audit is not None:
+                self._audit_job(**audit)
 
     def _audit_job(self, verb, job_id, result, attempt=None, extra=None):
         production.audit_record(
@@ -402,13 +590,14 @@ class _ActionRun:
 
     def _finish(self, *, total: int) -> None:
         self._save_submissions()
-        c = self.counts
+        # The counters in the row: a resumed run adds to what the dead one counted.
+        c = BulkAction.objects.only("done", "failed", "skipped").get(pk=self.action.pk)
         now = timezone.now()
         result = f"{c.done} submitted, {c.failed} failed, {c.skipped} skipped of {total}"
         state = BulkAction.State.FAILED if c.done == 0 and c.failed else BulkAction.State.DONE
         finished = BulkAction.objects.filter(
             pk=self.action.pk, state=BulkAction.State.RUNNING
-        ).update(state=state, finished_at=now, result=result)
+        ).update(state=state, finished_at=now, result=result, lease_until=None)
         if not finished:  # cancelled while running
             result = f"stopped: {result}"
             BulkAction.objects.filter(pk=self.action.pk).update(result=result)
@@ -430,6 +619,10 @@ class _ActionRun:
             )
 
 
+def _audit_args(verb, job_id, result, attempt=None, extra=None) -> dict:
+    return {"verb": verb, "job_id": job_id, "result": result, "attempt": attempt, "extra": extra}
+
+
 def _missing_outputs(job: Job) -> set[str]:
     expected = {str(o) for o in job.expected_outputs or []}
     if not expected or job.good_attempt_id is None:
@@ -440,17 +633,28 @@ def _missing_outputs(job: Job) -> set[str]:
     return expected - present
 
 
+def parent_outputs_not_inputs(stage: Stage) -> list[str]:
+    """Good outputs of the stage's parents that are not yet one of its jobs
+    (a dependent stage's job key is its input's name). One anti-join query: it
+    runs after every parent attempt end of an autolaunch stage."""
+    parents = list(stage.depends_on.values_list("pk", flat=True))
+    if not parents:
+        return []
+    return list(
+        OutputFile.objects.filter(stage_id__in=parents, attempt_id=F("job__good_attempt_id"))
+        .exclude(name__in=Job.objects.filter(stage=stage).values("key"))
+        .order_by("name")
+        .values_list("name", flat=True)
+        .distinct()
+    )
+
+
 def _launch_prepare(stage: Stage) -> list[int]:
     """Mark the stage active, derive a dependent stage's inputs (one job per good
     output of its parents), and list the jobs never submitted."""
     Stage.objects.filter(pk=stage.pk, state=Stage.State.PENDING).update(state=Stage.State.ACTIVE)
-    parents = list(stage.depends_on.all())
-    if parents:
-        names = (
-            OutputFile.objects.filter(stage__in=parents, attempt_id=F("job__good_attempt_id"))
-            .values_list("name", flat=True)
-            .distinct()
-        )
+    names = parent_outputs_not_inputs(stage)
+    if names:
         Job.objects.bulk_create(
             [Job(stage=stage, key=name[:512]) for name in names], ignore_conflicts=True
         )

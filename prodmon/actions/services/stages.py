@@ -2,6 +2,8 @@
 after an attempt ends (a finishing stage completes, a dependent stage launches
 itself when its parents reach its completion percentage)."""
 
+import hashlib
+
 from django.db import transaction
 from django.utils import timezone
 
@@ -9,7 +11,7 @@ from prodmon import services as production
 from prodmon.actions.services.batch import attempt_end_from_batch
 from prodmon.actions.services.common import OPEN_STATUSES, ActionRefused
 from prodmon.actions.services.requests import stage_launch_request
-from prodmon.actions.services.runner import bulk_action_schedule
+from prodmon.actions.services.runner import bulk_action_schedule, parent_outputs_not_inputs
 from prodmon.models import Attempt, AuditEntry, BulkAction, Stage, Submission
 from prodmon.submission.base import BatchRef, BatchState, BatchStatus, SubmissionError, backend_get
 from prodmon.submission.spec import attempt_workdir
@@ -196,10 +198,20 @@ def stage_finishing_check(*, stage_id: int) -> bool:
 
 def stage_autolaunch_check(*, stage_id: int) -> list[BulkAction]:
     """After an attempt of this stage ended: complete it if it was finishing, and
-    launch each dependent stage marked autolaunch once every one of its parents
-    has reached the dependent's completion percentage. The idempotency key
-    "autolaunch-<stage id>" makes that launch happen once, however many ends
-    arrive together."""
+    launch each dependent stage marked autolaunch.
+
+    - The first launch happens once every parent has reached the dependent's
+      completion percentage. Its idempotency key "autolaunch-<stage id>" makes
+      it happen once, however many ends arrive together; it waits the back-out
+      delay like any launch.
+    - After that, the launch is incremental: parents' good outputs that arrive
+      later and are not yet inputs of the dependent are launched too, at once,
+      by a top-up launch whose key names that set of outputs (so concurrent
+      checks that see the same new outputs make one request). A top-up waits
+      while an earlier launch of the stage is still pending (that one derives
+      its inputs when it runs), and per-job row locks refuse a job that was
+      already submitted, so no input is ever submitted twice.
+    """
     from prodmon.selectors import stage_progress_list
 
     stage_finishing_check(stage_id=stage_id)
@@ -210,7 +222,11 @@ def stage_autolaunch_check(*, stage_id: int) -> list[BulkAction]:
         state__in=[Stage.State.PENDING, Stage.State.ACTIVE],
     ).select_related("campaign__experiment")
     for dependent in dependents:
-        if BulkAction.objects.filter(stage=dependent, kind=BulkAction.Kind.LAUNCH).exists():
+        launches = BulkAction.objects.filter(stage=dependent, kind=BulkAction.Kind.LAUNCH)
+        if launches.exists():
+            action = _autolaunch_top_up(dependent, launches)
+            if action is not None:
+                launched.append(action)
             continue
         parents = list(dependent.depends_on.all())
         progress = stage_progress_list(stages=parents)
@@ -230,3 +246,27 @@ def stage_autolaunch_check(*, stage_id: int) -> list[BulkAction]:
         if created:
             launched.append(action)
     return launched
+
+
+def _autolaunch_top_up(dependent: Stage, launches) -> BulkAction | None:
+    """Launch the parents' good outputs that arrived after the dependent stage
+    was launched (see stage_autolaunch_check). None when there are none."""
+    if launches.filter(state=BulkAction.State.PENDING).exists():
+        return None  # it derives its inputs when it runs
+    if not launches.exclude(state=BulkAction.State.CANCELLED).exists():
+        return None  # the launch was cancelled: an operator decided against it
+    new = sorted(set(parent_outputs_not_inputs(dependent)))
+    if not new:
+        return None
+    digest = hashlib.sha256("\n".join(new).encode()).hexdigest()[:32]
+    try:
+        action, created = stage_launch_request(
+            stage=dependent,
+            actor=None,
+            actor_label="autolaunch",
+            idempotency_key=f"autolaunch-{dependent.pk}-{digest}",
+            delay_s=0,
+        )
+    except ActionRefused:
+        return None
+    return action if created else None
