@@ -1,6 +1,7 @@
 """Completion estimates on constructed timelines: the pure estimator
 (prodmon.progress.eta) and the same through the database."""
 
+import datetime as dt
 import math
 import random
 
@@ -8,6 +9,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from prodmon import services
 from prodmon.models import Job
 from prodmon.progress import estimates
 from prodmon.progress.eta import (
@@ -29,6 +31,7 @@ from prodmon.progress.eta import (
     slot_pool,
     slot_shape,
 )
+from tests.factories import CampaignFactory
 from tests.progress.conftest import NOW, timeline
 
 HOUR = 3600.0
@@ -294,6 +297,42 @@ def test_it_estimates_a_campaign_from_the_database(gen, reco):
     assert result.stages[reco.pk].at is None
     assert result.stages[reco.pk].not_before == eta.at
     assert result.campaign.status == UNKNOWN
+
+
+@pytest.mark.django_db
+def test_it_learns_the_pools_day_and_night_from_the_experiments_other_campaigns(experiment, gen):
+    # An earlier campaign of the experiment ran for four days: 100 slots by
+    # day (06-18 UTC), 40 by night. This campaign has run since 06:00 today
+    # (NOW is 12:00) on 100 slots, 2100 one-hour jobs to go: 21 h if the
+    # pool stayed as it is now, longer through the night.
+    earlier = services.stage_create(
+        campaign=CampaignFactory(experiment=experiment, name="mc2024z"),
+        name="gen",
+        order=1,
+        job_type="old-generation",
+        expected_jobs=7000,
+    )
+    for day in range(1, 5):
+        end_of_day = NOW.replace(hour=18) - dt.timedelta(days=day)
+        timeline(earlier, done=1200, rate_per_hour=100, now=end_of_day, prefix=f"d{day}")
+        timeline(
+            earlier,
+            done=480,
+            rate_per_hour=40,
+            now=end_of_day + dt.timedelta(hours=12),
+            prefix=f"n{day}",
+        )
+    timeline(gen, done=500, running=100, queued=2000, rate_per_hour=100, wall_h=1.0)
+    gen.expected_jobs = 2600
+    gen.save()
+    profiled = estimates.campaign_estimate(campaign=gen.campaign, now=NOW).stages[gen.pk]
+    earlier.campaign.delete()
+    flat = estimates.campaign_estimate(campaign=gen.campaign, now=NOW).stages[gen.pk]
+    assert flat.remaining_s / 3600 == pytest.approx(21, rel=0.15)
+    # 100 slots to 18:00 (600 jobs), 40 to 06:00 (480), then 100 an hour:
+    # the last of 2100 at about 16:00 tomorrow, some 28 h away.
+    assert profiled.remaining_s / 3600 == pytest.approx(28, rel=0.12)
+    assert profiled.slots == pytest.approx(100, rel=0.15)
 
 
 @pytest.mark.django_db
