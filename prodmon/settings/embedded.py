@@ -67,6 +67,6 @@ if CELERY_TASK_ALWAYS_EAGER:
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 if env.str("REDIS_CACHE_URL", default=""):
     CACHES["default"] = {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "prodmon.cache.PooledRedisCache",
         "LOCATION": env.str("REDIS_CACHE_URL"),
     }

@@ -62,7 +62,7 @@ CELERY_RESULT_BACKEND = None
 
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "prodmon.cache.PooledRedisCache",
         "LOCATION": env.str("REDIS_CACHE_URL", default="")
         or (
             CELERY_BROKER_URL
