@@ -258,21 +258,22 @@ _UID = Attempt._meta.get_field("uid")
 
 def _attempt_find(*, identity: AttemptIdentity, lock: bool) -> Attempt | None:
     """The attempt by uid, with the names it is known by (`attempt._names`:
-    experiment id, campaign, stage, job key) for the identity check."""
+    experiment id, campaign, stage, job key) for the identity check, and its
+    campaign's id (`attempt._campaign_id`)."""
     found = rows.fetch(
         Attempt,
-        f"SELECT {rows.select_list(Attempt, 'a')}, c.experiment_id, c.name, s.name, j.key "  # noqa: S608
+        f"SELECT {rows.select_list(Attempt, 'a')}, c.experiment_id, c.name, s.name, j.key, c.id "  # noqa: S608
         f"FROM {rows.table(Attempt)} a JOIN {rows.table(Job)} j ON j.id = a.job_id "
         f"JOIN {rows.table(Stage)} s ON s.id = j.stage_id "
         f"JOIN {rows.table(Campaign)} c ON c.id = s.campaign_id "
         f"WHERE a.uid = %s{rows.for_update('a') if lock else ''}",
         [_UID.get_db_prep_value(identity.attempt, connection)],
-        extra=4,
+        extra=5,
     )
     if found is None:
         return None
     attempt, names = found
-    attempt._names = names
+    attempt._names, attempt._campaign_id = names[:4], names[4]
     return attempt
 
 
@@ -541,14 +542,14 @@ def attempt_record_end(
     outputs = list(outputs)
     if outputs:
         attempt.output_bytes = sum(o.size for o in outputs)
-        stage = job.stage
+        campaign_id = getattr(attempt, "_campaign_id", None) or job.stage.campaign_id
         OutputFile.objects.bulk_create(
             [
                 OutputFile(
                     attempt=attempt,
                     job=job,
                     stage_id=job.stage_id,
-                    campaign_id=stage.campaign_id,
+                    campaign_id=campaign_id,
                     name=o.name,
                     size=o.size,
                     checksum=o.checksum,
