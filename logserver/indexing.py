@@ -1,8 +1,10 @@
 """Cutting stored log bytes into numbered lines and handing them to the log index.
 
 At-least-once, and idempotent:
-- the ingest path enqueues log_index_attempt_task after a chunk commits (at
-  most one per attempt per PRODMON_LOG_INDEX_DEBOUNCE_SECONDS);
+- after a chunk commits, the ingest path marks the attempt dirty in Redis and
+  the beat task log_index_dirty_task sends one log_index_attempt_task per
+  dirty attempt every PRODMON_LOG_INDEX_DEBOUNCE_SECONDS (without a Redis
+  cache: the ingest path sends it, at most one per attempt while pending);
 - the reconciler (a periodic task and `manage.py logindex_reconcile`) finds
   whatever is stored but not indexed, so a crash between the write and the
   index never leaves a line unsearchable;
@@ -23,7 +25,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
@@ -54,19 +56,58 @@ def debounce_key(attempt_id: int) -> str:
     return f"logserver:index-pending:{attempt_id}"
 
 
+DIRTY_KEY = "logserver:index-dirty"
+
+
+def _dirty_client():
+    """The cache's Redis client when the cache is Redis (production), else None."""
+    from prodmon.cache import PooledRedisCache
+
+    backend = caches["default"]
+    if not isinstance(backend, PooledRedisCache):
+        return None
+    return backend._cache.get_client(write=True)
+
+
 def log_index_enqueue(*, attempt_id: int, force: bool = False) -> bool:
-    """Schedule indexing of an attempt's log. Cheap enough for the hot path:
-    while one run is pending for the attempt, further calls are no-ops.
-    Returns whether a task was sent."""
+    """Schedule indexing of an attempt's log. Cheap enough for the hot path.
+
+    With a Redis cache (production) the attempt is only marked dirty (one
+    SADD); the beat task log_index_dirty_task drains the set every
+    PRODMON_LOG_INDEX_DEBOUNCE_SECONDS and sends one indexing task per dirty
+    attempt, so the request path never publishes a Celery message for it.
+    Otherwise a task is sent, at most one per attempt while one is pending.
+    Returns whether anything was scheduled."""
     from logserver.tasks import log_index_attempt_task
 
     if not force and not setting("PRODMON_LOG_INDEX_ON_INGEST"):
         return False
+    client = None if force else _dirty_client()
+    if client is not None:
+        client.sadd(cache.make_key(DIRTY_KEY), attempt_id)
+        return True
     delay = int(setting("PRODMON_LOG_INDEX_DEBOUNCE_SECONDS"))
     if not force and delay > 0 and not cache.add(debounce_key(attempt_id), 1, timeout=delay * 6):
         return False
     log_index_attempt_task.apply_async((attempt_id,), countdown=0 if force else delay)
     return True
+
+
+def log_index_dirty_drain(*, limit: int = 20000) -> int:
+    """Send one indexing task per attempt marked dirty since the last drain.
+
+    Marks taken here and lost before their task is sent (broker down, worker
+    killed) are found by the reconciler. Returns the tasks sent."""
+    from logserver.tasks import log_index_attempt_task
+
+    client = _dirty_client()
+    if client is None:
+        return 0
+    sent = 0
+    for raw in client.spop(cache.make_key(DIRTY_KEY), limit) or ():
+        log_index_attempt_task.delay(int(raw))
+        sent += 1
+    return sent
 
 
 def attempt_labels(attempt: Attempt) -> AttemptLabels:

@@ -1,6 +1,7 @@
 """Thin Celery tasks of the log server: take ids, call a service.
 
 Periodic ones (the lead keeps the schedule in settings.CELERY_BEAT_SCHEDULE):
+- logserver.log_index_dirty_task      every PRODMON_LOG_INDEX_DEBOUNCE_SECONDS
 - logserver.log_index_reconcile_task  every 5 minutes
 - logserver.logs_retention_task       every 6 hours
 """
@@ -33,6 +34,14 @@ def attempt_ended_task(stage_id: int, attempt_id: int) -> None:
     from logserver.services import attempt_ended_fanout
 
     attempt_ended_fanout(stage_id, attempt_id)
+
+
+@shared_task(name="logserver.log_index_dirty_task", ignore_result=True)
+def log_index_dirty_task() -> None:
+    """Index the attempts whose logs grew since the last run (Redis cache)."""
+    from logserver import indexing
+
+    indexing.log_index_dirty_drain()
 
 
 @shared_task(name="logserver.log_index_reconcile_task", ignore_result=True)

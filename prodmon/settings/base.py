@@ -221,6 +221,11 @@ CELERY_BEAT_SCHEDULE = {
     "triage-classify-sweep": {"task": "triage.attempt_classify_sweep_task", "schedule": 300.0},
     "triage-node-health-sweep": {"task": "triage.node_health_sweep_task", "schedule": 600.0},
     "triage-liveness-sweep": {"task": "triage.liveness_sweep_task", "schedule": 60.0},
+    # Ingest marks attempts whose log grew; this sends their indexing tasks.
+    "log-index-dirty": {
+        "task": "logserver.log_index_dirty_task",
+        "schedule": float(env.int("PRODMON_LOG_INDEX_DEBOUNCE_SECONDS", default=5) or 5),
+    },
     "log-index-reconcile": {"task": "logserver.log_index_reconcile_task", "schedule": 300.0},
     "logs-retention": {"task": "logserver.logs_retention_task", "schedule": 6 * 3600.0},
     "progress-sweep": {"task": "progress.progress_sweep_task", "schedule": 300.0},

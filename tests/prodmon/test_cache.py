@@ -28,7 +28,7 @@ def test_it_reuses_one_client_and_behaves_as_django_redis_cache(redis_cache):
     assert redis_cache.incr("k", 4) == 5
     redis_cache.set("obj", {"a": [1, 2]}, timeout=30)
     assert redis_cache.get("obj") == {"a": [1, 2]}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not found"):
         redis_cache.incr("missing")
 
 
