@@ -1,6 +1,8 @@
-"""The progress app's periodic catch-up, for cron where no Celery beat runs
-(the embedded mode): stage/campaign-done and failure-spike checks of active
-campaigns, then notifications that are due (retries after backoff).
+"""The progress app's periodic catch-up, by hand: stage/campaign-done and
+failure-spike checks of active campaigns, then notifications that are due
+(retries after backoff). Celery beat runs it with a broker; the embedded mode
+runs it on a thread of the web process (prodmon/progress/runner.py). Use this
+for a one-off catch-up, or from cron with PRODMON_EMBEDDED_SWEEP_SECONDS=0.
 
     manage.py progress_sweep
 """
