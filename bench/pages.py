@@ -631,10 +631,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=None, help="warm calls per item")
     parser.add_argument("--generate-only", action="store_true", help="load, do not time")
     parser.add_argument("--only", default="", help="time only items whose name contains this")
+    parser.add_argument("--cold", type=int, default=None, help="cold calls per item (5; 2 quick)")
     args = parser.parse_args()
     scale = args.scale if args.scale is not None else (0.01 if args.quick else 1.0)
     repeat = args.repeat or (5 if args.quick else 20)
-    cold_repeat = 2 if args.quick else 5
+    cold_repeat = args.cold or (2 if args.quick else 5)
     db = _db_name(args.quick)
     if args.scale is not None and not args.quick and args.scale != 1.0:
         db = f"prodmon_bench_pages_{str(args.scale).replace('.', '_')}"
@@ -696,6 +697,8 @@ def main() -> None:
         return
     results = time_items(repeat, cold_repeat, args.only)
     targeted = [r for r in results if r[1] is not None]
+    if not targeted:
+        return
     worst = max(targeted, key=lambda r: max(percentile(r[2], 95), percentile(r[3], 95)) / r[1])
     name, target, cold, warm = worst
     missed = [r[0] for r in targeted if max(percentile(r[2], 95), percentile(r[3], 95)) > r[1]]

@@ -251,7 +251,8 @@ class Job(models.Model):
     last_attempt = models.ForeignKey(
         "Attempt", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    last_site = models.CharField(max_length=128, blank=True, default="")
+    # db_default too: raw inserts (COPY, a hand-written ingest upsert) may omit it.
+    last_site = models.CharField(max_length=128, blank=True, default="", db_default="")
     # Coalesce(ended, last heartbeat, started, created) of the latest attempt.
     last_activity_at = models.DateTimeField(null=True, blank=True)
     # What the job table sorts by: the later of the job's own update and its
