@@ -246,7 +246,7 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # The latest attempt (highest number) and its facts, for the job table: kept
-    # by database triggers on the attempt table (migration 0004), so every
+    # by database triggers on the attempt table (migration 0005), so every
     # writer (ingest, submission, actions) keeps them without calling anything.
     last_attempt = models.ForeignKey(
         "Attempt", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
