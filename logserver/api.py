@@ -375,7 +375,7 @@ class LokiPushApi(APIView):
         responses={
             204: OpenApiResponse(description="appended (or already appended)"),
             400: OpenApiResponse(description="malformed body or a missing label"),
-            404: OpenApiResponse(description="no such attempt"),
+            404: OpenApiResponse(description="unknown campaign or stage (unseen jobs are created)"),
             409: OpenApiResponse(description="a label does not match the attempt"),
             415: OpenApiResponse(description="protobuf body: send JSON"),
         },
