@@ -238,19 +238,25 @@ def run_scenario(name, url, token, env, worker, start_worker, capacity, seconds,
         s: errors_after.get(s, 0) - errors_before.get(s, 0) for s in errors_after if s != "503"
     }
     server_5xx = {s: n for s, n in server_5xx.items() if n}
-    ids = json.dumps(produced)
-    check = manage(
-        env,
-        "shell",
-        "-c",
-        (
-            "import json,sys\n"
-            "from logserver.models import IngestEvent\n"
-            f"ids = json.loads({ids!r})\n"
-            "found = IngestEvent.objects.filter(experiment__name='faults', event_id__in=ids)\n"
-            "print(found.count(), len(set(found.values_list('event_id', flat=True))))\n"
-        ),
-    ).split()
+    # The ids go through a file: at a few hundred events/s they outgrow the
+    # kernel's limit on one command-line argument (128 KiB).
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(produced, f)
+    try:
+        check = manage(
+            env,
+            "shell",
+            "-c",
+            (
+                "import json,sys\n"
+                "from logserver.models import IngestEvent\n"
+                f"ids = json.load(open({f.name!r}))\n"
+                "found = IngestEvent.objects.filter(experiment__name='faults', event_id__in=ids)\n"
+                "print(found.count(), len(set(found.values_list('event_id', flat=True))))\n"
+            ),
+        ).split()
+    finally:
+        os.unlink(f.name)
     stored, distinct = int(check[-2]), int(check[-1])
     spooled_left = sum(node.spool.pending for node in fleet)
     totals = {k: sum(s[k] for s in stats) for k in stats[0]}

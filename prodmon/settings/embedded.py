@@ -47,7 +47,7 @@ else:
     # The same PostgreSQL options as production (see there), so the test
     # suite's PostgreSQL pass runs every query the way production does.
     DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = env.bool(
-        "DATABASE_SERVER_SIDE_BINDING", default=True
+        "DATABASE_SERVER_SIDE_BINDING", default=False
     )
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")

@@ -45,12 +45,15 @@ DATABASES = {"default": env.db_url_config(_required("DATABASE_URL"))}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Server-side binding lets psycopg prepare the statements a connection
-    # repeats (the ingest path's, from the 5th use on), so PostgreSQL parses and
-    # plans them once per connection, not once per event. Turn it off behind a
-    # pooler in transaction mode (PgBouncer < 1.21), which cannot keep them.
+    # Server-side binding (opt-in) lets psycopg prepare the statements a
+    # connection repeats, so PostgreSQL plans the ingest path's once per
+    # connection. Off by default: with it a query can carry at most 65,535
+    # parameters, and `pk__in=` lists of a bulk action over a large error
+    # class exceed that (client-side binding has no such limit). It also
+    # needs a pooler that keeps prepared statements (not PgBouncer < 1.21 in
+    # transaction mode).
     DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = env.bool(
-        "DATABASE_SERVER_SIDE_BINDING", default=True
+        "DATABASE_SERVER_SIDE_BINDING", default=False
     )
 
 CELERY_BROKER_URL = _required("CELERY_BROKER_URL")
