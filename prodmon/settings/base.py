@@ -210,6 +210,8 @@ PRODMON_BATCH_END_GRACE_SECONDS = env.int("PRODMON_BATCH_END_GRACE_SECONDS", def
 TRIAGE_HEARTBEAT_SECONDS = env.int("TRIAGE_HEARTBEAT_SECONDS", default=60)
 TRIAGE_LOST_AFTER_HEARTBEATS = env.int("TRIAGE_LOST_AFTER_HEARTBEATS", default=3)
 TRIAGE_HUNG_AFTER_SECONDS = env.int("TRIAGE_HUNG_AFTER_SECONDS", default=1800)
+# A site's per-node failure counts (the black-hole baseline) are cached this long.
+TRIAGE_BASELINE_CACHE_SECONDS = env.int("TRIAGE_BASELINE_CACHE_SECONDS", default=60)
 # Campaign pages' job counts, per-site counts, throughput and recent failures.
 PRODMON_PAGE_CACHE_SECONDS = env.int("PRODMON_PAGE_CACHE_SECONDS", default=60)
 # The error summary (/errors/, /api/v1/errors/) is cached this long per set of filters.

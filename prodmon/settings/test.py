@@ -16,3 +16,6 @@ PRODMON_EMBEDDED_SWEEP_SECONDS = 0
 # The error summary's cache would hide data a test has just written; one test turns it on.
 TRIAGE_SUMMARY_CACHE_SECONDS = 0
 PRODMON_PAGE_CACHE_SECONDS = 0
+# Node-health tests add attempts and judge again at once: no cached baselines
+# (tests/health/test_baseline_cache.py turns it on).
+TRIAGE_BASELINE_CACHE_SECONDS = 0
