@@ -62,15 +62,11 @@ def _weight(request) -> int:
 class GlobalIngestThrottle(BaseThrottle):
     """A one-second window of events shared by all workers."""
 
-    _wait = 1.0
-
     def allow_request(self, request, view) -> bool:
         capacity = settings.PRODMON_INGEST_CAPACITY
         if capacity <= 0:
             return True
-        admitted, self._wait = window_admit(
-            "ingest-capacity", _weight(request), capacity, 1, time.time()
-        )
+        admitted, _ = window_admit("ingest-capacity", _weight(request), capacity, 1, time.time())
         return admitted
 
     def wait(self) -> float:
