@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from logserver import fulllog, loki, services
+from logserver import queue as ingest_queue
 from logserver import selectors as log_selectors
 from logserver.auth import (
     HasIngestScope,
@@ -35,14 +36,19 @@ ResultSerializer = inline_serializer(
         "attempt": serializers.UUIDField(required=False),
         "attempt_number": serializers.IntegerField(required=False),
         "note": serializers.CharField(required=False),
+        "queued": serializers.BooleanField(
+            required=False, help_text="stored, to be applied shortly (PRODMON_INGEST_MODE=queued)"
+        ),
         "error": serializers.CharField(required=False),
         "message": serializers.CharField(required=False),
     },
 )
 
 
-def _result(outcome: services.IngestOutcome) -> dict:
+def _result(outcome: services.IngestOutcome, *, queued: bool = False) -> dict:
     body = {"event_id": outcome.event_id, "status": outcome.status}
+    if queued and outcome.status == "accepted":
+        body["queued"] = True
     if outcome.attempt is not None:
         body["attempt"] = str(outcome.attempt.uid)
         body["attempt_number"] = outcome.attempt.number
@@ -68,6 +74,12 @@ class _IngestView(APIView):
         serializer = event_validate(self.kind, request.data)
         if serializer.errors:
             raise ValidationError(serializer.errors)
+        if ingest_queue.queued_mode():
+            (outcome,) = ingest_queue.events_enqueue(
+                token=request.auth, events=[(self.kind, serializer.validated_data)]
+            )
+            code = status.HTTP_202_ACCEPTED if outcome.status == "accepted" else status.HTTP_200_OK
+            return Response(_result(outcome, queued=True), status=code)
         try:
             outcome = services.event_ingest(
                 token=request.auth, kind=self.kind, data=serializer.validated_data
@@ -79,7 +91,8 @@ class _IngestView(APIView):
 
 
 @extend_schema(
-    request=SERIALIZERS["start"], responses={201: ResultSerializer, 200: ResultSerializer}
+    request=SERIALIZERS["start"],
+    responses={201: ResultSerializer, 202: ResultSerializer, 200: ResultSerializer},
 )
 class StartApi(_IngestView):
     """An attempt started on a worker node."""
@@ -88,7 +101,8 @@ class StartApi(_IngestView):
 
 
 @extend_schema(
-    request=SERIALIZERS["heartbeat"], responses={201: ResultSerializer, 200: ResultSerializer}
+    request=SERIALIZERS["heartbeat"],
+    responses={201: ResultSerializer, 202: ResultSerializer, 200: ResultSerializer},
 )
 class HeartbeatApi(_IngestView):
     """Metrics and the next piece of the log tail of a running attempt."""
@@ -96,7 +110,10 @@ class HeartbeatApi(_IngestView):
     kind = "heartbeat"
 
 
-@extend_schema(request=SERIALIZERS["end"], responses={201: ResultSerializer, 200: ResultSerializer})
+@extend_schema(
+    request=SERIALIZERS["end"],
+    responses={201: ResultSerializer, 202: ResultSerializer, 200: ResultSerializer},
+)
 class EndApi(_IngestView):
     """An attempt ended: exit code or signal, metrics, outputs."""
 
@@ -110,7 +127,8 @@ class BulkApi(APIView):
     without affecting the others, and the request commits once: one WAL flush
     per request, not per event. If that commit fails, the request fails as a
     whole (503) and nothing of it was stored, so the client's re-send loses
-    nothing and duplicates nothing."""
+    nothing and duplicates nothing. In the queued mode every event is still
+    validated here; the valid ones are queued with one INSERT."""
 
     permission_classes = [HasIngestScope]
     throttle_classes = [IngestRateThrottle]
@@ -141,15 +159,38 @@ class BulkApi(APIView):
             )
         envelope = BulkSerializer(data=request.data)
         envelope.is_valid(raise_exception=True)
-        with transaction.atomic():
-            results = [self._one(request.auth, e) for e in envelope.validated_data["events"]]
+        if ingest_queue.queued_mode():
+            results = self._queue(request.auth, envelope.validated_data["events"])
+        else:
+            with transaction.atomic():
+                results = [self._one(request.auth, e) for e in envelope.validated_data["events"]]
         totals = {
             k: sum(r["status"] == k for r in results) for k in ("accepted", "duplicate", "rejected")
         }
         return Response({**totals, "results": results})
 
+    @classmethod
+    def _queue(cls, token, events: list[dict]) -> list[dict]:
+        """Validate every event; queue the valid ones with one INSERT."""
+        results: list = []
+        valid: list[tuple[int, str, dict]] = []
+        for event in events:
+            checked = cls._check(event)
+            if isinstance(checked, dict):
+                results.append(checked)
+            else:
+                valid.append((len(results), *checked))
+                results.append(None)
+        outcomes = ingest_queue.events_enqueue(
+            token=token, events=[(kind, data) for _, kind, data in valid]
+        )
+        for (i, _, _), outcome in zip(valid, outcomes, strict=True):
+            results[i] = _result(outcome, queued=True)
+        return results
+
     @staticmethod
-    def _one(token, event: dict) -> dict:
+    def _check(event: dict) -> dict | tuple[str, dict]:
+        """(kind, validated data), or the rejection of an invalid event."""
         event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
         kind = event.get("type")
         if kind not in SERIALIZERS:
@@ -167,10 +208,18 @@ class BulkApi(APIView):
                 "status": "rejected",
                 **validation_payload(serializer.errors),
             }
+        return kind, serializer.validated_data
+
+    @classmethod
+    def _one(cls, token, event: dict) -> dict:
+        checked = cls._check(event)
+        if isinstance(checked, dict):
+            return checked
+        kind, data = checked
         try:
-            outcome = services.event_ingest(token=token, kind=kind, data=serializer.validated_data)
+            outcome = services.event_ingest(token=token, kind=kind, data=data)
         except IdentityError as exc:
-            return {"event_id": event_id, "status": "rejected", **_identity_error(exc)}
+            return {"event_id": data["event_id"], "status": "rejected", **_identity_error(exc)}
         return _result(outcome)
 
 

@@ -58,11 +58,23 @@ class IngestToken(models.Model):
 
 
 class IngestEvent(models.Model):
-    """One row per accepted event id: the idempotency key.
+    """One row per accepted event id: the idempotency key, and the ingest queue.
 
     A re-sent event hits the unique constraint and is acknowledged as a
     duplicate without being applied again.
+
+    With PRODMON_INGEST_MODE=queued the request only validates the event and
+    inserts this row (state "queued", the validated event in `payload`); the
+    drain (logserver.queue) applies queued rows in batches, in arrival order,
+    and marks them "applied" (payload cleared) or "rejected" (payload kept,
+    the reason in `note`). With the inline mode a row is written "applied" in
+    the same transaction that applies the event.
     """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "queued"
+        APPLIED = "applied", "applied"
+        REJECTED = "rejected", "rejected"
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="+")
     event_id = models.CharField(max_length=64)
@@ -71,10 +83,27 @@ class IngestEvent(models.Model):
         Attempt, null=True, blank=True, on_delete=models.CASCADE, related_name="ingest_events"
     )
     received_at = models.DateTimeField(default=timezone.now)
+    state = models.CharField(
+        max_length=8, choices=State.choices, default=State.APPLIED, db_default=State.APPLIED
+    )
+    # NULL once applied: the queue keeps no copy of what the tables now hold.
+    payload = models.TextField(null=True, blank=True)  # noqa: DJ001
+    # Why a queued event was rejected, or what the server said of an applied one.
+    note = models.TextField(blank=True, default="", db_default="")
+    applied_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["experiment", "event_id"], name="ingest_event_once"),
+        ]
+        indexes = [
+            # The drain's scan and the queue's gauges: only the few rows not
+            # applied (queued, rejected), in arrival order.
+            models.Index(
+                fields=["state", "id"],
+                name="ingest_event_pending",
+                condition=~models.Q(state="applied"),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -175,7 +175,7 @@ def event_ingest(*, token: IngestToken, kind: str, data: dict) -> IngestOutcome:
     at = data.get("time") or timezone.now()
     try:
         with transaction.atomic():
-            attempt, note = _apply(experiment=experiment, kind=kind, data=data, at=at)
+            attempt, note = event_apply(experiment=experiment, kind=kind, data=data, at=at)
             if not _event_claim(
                 experiment_id=experiment.pk,
                 event_id=data["event_id"],
@@ -183,15 +183,25 @@ def event_ingest(*, token: IngestToken, kind: str, data: dict) -> IngestOutcome:
                 attempt_id=attempt.pk,
             ):
                 raise _AlreadyApplied
-            if kind == "end" and attempt.ended_at == at:
-                stage_id, attempt_id = attempt.job.stage_id, attempt.pk
-                transaction.on_commit(lambda: _after_attempt_end(stage_id, attempt_id))
-            elif kind == "heartbeat":
-                attempt_id = attempt.pk
-                transaction.on_commit(lambda: _after_heartbeat(attempt_id))
     except _AlreadyApplied:
         return IngestOutcome(event_id=data["event_id"], status="duplicate")
     return IngestOutcome(event_id=data["event_id"], status="accepted", attempt=attempt, note=note)
+
+
+def event_apply(
+    *, experiment: Experiment, kind: str, data: dict, at: dt.datetime
+) -> tuple[Attempt, str]:
+    """Apply one validated event inside the caller's transaction and register
+    its follow-up work for the commit. The caller records the event id (the
+    inline path claims it here; the queue drain marks its queued row)."""
+    attempt, note = _apply(experiment=experiment, kind=kind, data=data, at=at)
+    if kind == "end" and attempt.ended_at == at:
+        stage_id, attempt_id = attempt.job.stage_id, attempt.pk
+        transaction.on_commit(lambda: _after_attempt_end(stage_id, attempt_id))
+    elif kind == "heartbeat":
+        attempt_id = attempt.pk
+        transaction.on_commit(lambda: _after_heartbeat(attempt_id))
+    return attempt, note
 
 
 def _after_attempt_end(stage_id: int, attempt_id: int) -> None:

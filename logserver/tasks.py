@@ -4,6 +4,7 @@ Periodic ones (the lead keeps the schedule in settings.CELERY_BEAT_SCHEDULE):
 - logserver.log_index_dirty_task      every PRODMON_LOG_INDEX_DEBOUNCE_SECONDS
 - logserver.log_index_reconcile_task  every 5 minutes
 - logserver.logs_retention_task       every 6 hours
+- logserver.ingest_drain_task         every 5 seconds (queued ingest mode only)
 """
 
 from celery import shared_task
@@ -56,3 +57,14 @@ def logs_retention_task() -> None:
     from logserver import retention
 
     retention.logs_retention_enforce()
+
+
+@shared_task(name="logserver.ingest_drain_task", ignore_result=True)
+def ingest_drain_task() -> None:
+    """The safety net of the queued ingest mode: drains for up to 4 s when no
+    `manage.py ingest_drain` process holds the drain lock (it returns at once
+    when one does). A no-op in the inline mode."""
+    from logserver import queue
+
+    if queue.queued_mode():
+        queue.queue_drain_all(time_budget=4.0)

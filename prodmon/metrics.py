@@ -64,6 +64,30 @@ def _scrape_gauges(registry: CollectorRegistry) -> None:
         "prodmon_log_index_lag_bytes", "Log bytes stored but not yet indexed", registry=registry
     )
     lag.set(_index_lag())
+    try:
+        from logserver.queue import queue_stats
+
+        stats = queue_stats()
+    except Exception:  # noqa: BLE001 - a scrape must answer even with the database down
+        stats = None
+    queued = Gauge(
+        "prodmon_ingest_queue_depth",
+        "Ingest events stored and not yet applied (queued mode)",
+        registry=registry,
+    )
+    queued.set(float("nan") if stats is None else stats.queued)
+    oldest = Gauge(
+        "prodmon_ingest_queue_oldest_seconds",
+        "Age of the oldest queued ingest event; 0 when the queue is empty",
+        registry=registry,
+    )
+    oldest.set(float("nan") if stats is None else stats.oldest_age_s or 0.0)
+    rejected = Gauge(
+        "prodmon_ingest_rejected_events",
+        "Queued ingest events the drain rejected (kept, with the reason)",
+        registry=registry,
+    )
+    rejected.set(float("nan") if stats is None else stats.rejected)
 
 
 def _queue_depth() -> float:

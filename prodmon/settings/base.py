@@ -100,6 +100,16 @@ INGEST_MAX_BULK_EVENTS = env.int("PRODMON_INGEST_MAX_BULK_EVENTS", default=500)
 # `python -m bench.ingest` on the production hardware.
 PRODMON_INGEST_CAPACITY = env.int("PRODMON_INGEST_CAPACITY", default=0)
 
+# How an accepted event is applied. "inline": in the request's own transaction
+# (the answer carries the attempt). "queued": the request validates the event,
+# stores it durably in the ingest queue and answers 202; `manage.py ingest_drain`
+# (and, as a fallback, beat's logserver.ingest_drain_task) applies queued events
+# in batches, in arrival order. Queued carries several times the events per
+# second of inline on the same machine; see README "Performance".
+PRODMON_INGEST_MODE = env.str("PRODMON_INGEST_MODE", default="inline")
+# Events applied per drain transaction.
+PRODMON_INGEST_DRAIN_BATCH = env.int("PRODMON_INGEST_DRAIN_BATCH", default=500)
+
 # /metrics: a bearer token when set; otherwise loopback clients only.
 PRODMON_METRICS_TOKEN = env.str("PRODMON_METRICS_TOKEN", default="")
 # Failed logins allowed per 15 minutes before 429.
@@ -229,6 +239,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env.int("PRODMON_LOG_INDEX_DEBOUNCE_SECONDS", default=5) or 5),
     },
     "log-index-reconcile": {"task": "logserver.log_index_reconcile_task", "schedule": 300.0},
+    "ingest-drain": {"task": "logserver.ingest_drain_task", "schedule": 5.0},
     "logs-retention": {"task": "logserver.logs_retention_task", "schedule": 6 * 3600.0},
     "progress-sweep": {"task": "progress.progress_sweep_task", "schedule": 300.0},
     # Keeps campaign estimates in the cache so the pages do not replay them.

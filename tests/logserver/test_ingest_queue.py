@@ -1,0 +1,282 @@
+"""The queued ingest mode: one durable INSERT per request, applied in batches
+by the real drain (logserver.queue) on the test database."""
+
+import datetime as dt
+import io
+import json
+import threading
+import uuid
+
+import pytest
+from django.core.management import call_command
+from django.db import connection, connections
+from django.test import Client
+
+from logserver import queue
+from logserver.models import IngestEvent, LogChunk
+from prodmon.models import Attempt, Job
+from tests.conftest import uses_postgres
+from tests.factories import CampaignFactory, StageFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def queued(settings):
+    settings.PRODMON_INGEST_MODE = "queued"
+
+
+@pytest.fixture
+def stage(experiment):
+    return StageFactory(campaign=CampaignFactory(experiment=experiment, name="mc"), name="gen")
+
+
+@pytest.fixture
+def api(ingest_token):
+    return Client(HTTP_AUTHORIZATION=f"Bearer {ingest_token[1]}")
+
+
+def ident(attempt, job="input_001.root", **extra):
+    return {
+        "event_id": uuid.uuid4().hex,
+        "campaign": "mc",
+        "stage": "gen",
+        "job": job,
+        "attempt": str(attempt),
+        **extra,
+    }
+
+
+def post(client, kind, body):
+    return client.post(
+        f"/api/v1/ingest/{kind}/", data=json.dumps(body), content_type="application/json"
+    )
+
+
+def whole_attempt(uid, job="input_001.root", exit_code=0):
+    return [
+        ("start", ident(uid, job, host="wn01.fnal.gov", site="FNAL")),
+        (
+            "heartbeat",
+            ident(uid, job, metrics={"cpu_s": 4, "wall_s": 8}, log={"offset": 0, "data": "one\n"}),
+        ),
+        (
+            "end",
+            ident(
+                uid,
+                job,
+                exit_code=exit_code,
+                metrics={"cpu_s": 9, "wall_s": 10, "peak_rss_bytes": 2048},
+                log={"offset": 4, "data": "two\n"},
+                outputs=[{"name": f"{job}.out", "size": 123, "checksum": "adler32:0a1b2c3d"}],
+            ),
+        ),
+    ]
+
+
+def test_a_request_only_queues_and_the_drain_applies_it(api, stage):
+    uid = uuid.uuid4()
+    for kind, body in whole_attempt(uid):
+        r = post(api, kind, body)
+        assert r.status_code == 202, r.content
+        assert r.json() == {"event_id": body["event_id"], "status": "accepted", "queued": True}
+    assert not Attempt.objects.exists()
+    assert list(IngestEvent.objects.values_list("state", flat=True)) == ["queued"] * 3
+    assert queue.queue_stats().queued == 3
+
+    result = queue.queue_drain()
+
+    assert (result.applied, result.rejected, result.busy) == (3, 0, False)
+    attempt = Attempt.objects.get(uid=uid)
+    assert attempt.exit_code == 0 and attempt.ended_at is not None
+    assert attempt.cpu_s == 9 and attempt.peak_rss_bytes == 2048
+    assert attempt.job.state == Job.State.SUCCEEDED
+    assert attempt.outputs.get().name == "input_001.root.out"
+    assert (
+        b"".join(
+            LogChunk.objects.filter(attempt=attempt)
+            .order_by("offset")
+            .values_list("data", flat=True)
+        )
+        == b"one\ntwo\n"
+    )
+    events = IngestEvent.objects.all()
+    assert {(e.state, e.attempt_id, e.payload) for e in events} == {("applied", attempt.pk, None)}
+    assert all(e.applied_at is not None for e in events)
+    assert queue.queue_stats().queued == 0
+    assert queue.queue_drain().done == 0
+
+
+def test_an_event_without_a_time_keeps_the_time_it_was_received(api, stage):
+    uid = uuid.uuid4()
+    post(api, "start", whole_attempt(uid)[0][1])
+    received = IngestEvent.objects.get().received_at
+    queue.queue_drain()
+    assert Attempt.objects.get(uid=uid).started_at == received
+
+
+def test_a_resent_event_is_a_duplicate_while_queued_and_applied_once(api, stage):
+    uid = uuid.uuid4()
+    start = whole_attempt(uid)[0][1]
+    assert post(api, "start", start).status_code == 202
+    again = post(api, "start", start)
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    queue.queue_drain()
+    assert post(api, "start", start).json()["status"] == "duplicate"
+    assert Attempt.objects.filter(uid=uid).count() == 1
+    assert IngestEvent.objects.count() == 1
+
+
+def test_bad_input_is_still_refused_at_once_and_nothing_is_queued(api, stage):
+    body = ident(uuid.uuid4(), metrics={"cpu_s": -1})
+    r = post(api, "heartbeat", body)
+    assert r.status_code == 400
+    assert "metrics.cpu_s" in r.json()["fields"]
+    assert not IngestEvent.objects.exists()
+
+
+def test_an_event_the_drain_cannot_apply_is_rejected_with_its_reason_and_kept(
+    api, stage, experiment
+):
+    good, orphan = uuid.uuid4(), uuid.uuid4()
+    events = whole_attempt(good)
+    bad = ident(orphan, campaign="nope", host="wn02", site="FNAL")
+    post(api, "start", events[0][1])
+    post(api, "start", bad)
+    for kind, body in events[1:]:
+        post(api, kind, body)
+
+    result = queue.queue_drain()
+
+    assert (result.applied, result.rejected) == (3, 1)
+    assert Attempt.objects.get(uid=good).ended_at is not None  # the rest of the batch stands
+    row = IngestEvent.objects.get(event_id=bad["event_id"])
+    assert row.state == "rejected"
+    assert "nope" in row.note and row.note.startswith("campaign")
+    assert json.loads(row.payload)["campaign"] == "nope"
+    assert queue.queue_stats().rejected == 1
+
+    # Once the cause is fixed, the kept event can be queued again and applied.
+    StageFactory(campaign=CampaignFactory(experiment=experiment, name="nope"), name="gen")
+    assert queue.rejected_requeue(experiment=experiment) == 1
+    assert queue.queue_drain().applied == 1
+    assert Attempt.objects.filter(uid=orphan, job__stage__campaign__name="nope").exists()
+    assert IngestEvent.objects.get(event_id=bad["event_id"]).state == "applied"
+
+
+def test_many_attempts_in_one_batch_are_applied_in_arrival_order(api, stage):
+    uids = [uuid.uuid4() for _ in range(6)]
+    streams = [whole_attempt(u, job=f"in_{i}.root", exit_code=i % 2) for i, u in enumerate(uids)]
+    # Interleave the attempts the way concurrent worker nodes would.
+    for step in range(3):
+        for stream in streams:
+            kind, body = stream[step]
+            assert post(api, kind, body).status_code == 202
+
+    assert queue.queue_drain(limit=7).applied == 7  # batches cut anywhere keep the order
+    assert queue.queue_drain_all().applied == 11
+
+    for i, uid in enumerate(uids):
+        attempt = Attempt.objects.get(uid=uid)
+        assert attempt.exit_code == i % 2
+        assert attempt.cpu_s == 9  # the end's metrics, applied after the heartbeat's
+        expected = Job.State.SUCCEEDED if i % 2 == 0 else Job.State.FAILED
+        assert attempt.job.state == expected
+
+
+def test_bulk_validates_each_event_and_queues_the_valid_ones_in_one_go(api, stage):
+    uid = uuid.uuid4()
+    start, heartbeat, end = (dict(body, type=kind) for kind, body in whole_attempt(uid))
+    invalid = dict(ident(uid), type="heartbeat", metrics={"wall_s": "x"})
+    r = api.post(
+        "/api/v1/ingest/bulk/",
+        data=json.dumps({"events": [start, invalid, heartbeat, start, end]}),
+        content_type="application/json",
+    )
+    assert r.status_code == 200, r.content
+    body = r.json()
+    assert (body["accepted"], body["duplicate"], body["rejected"]) == (3, 1, 1)
+    assert [x["status"] for x in body["results"]] == [
+        "accepted",
+        "rejected",
+        "accepted",
+        "duplicate",
+        "accepted",
+    ]
+    assert "metrics.wall_s" in body["results"][1]["fields"]
+    assert body["results"][0]["queued"] is True
+    assert queue.queue_drain().applied == 3
+    assert Attempt.objects.get(uid=uid).job.state == Job.State.SUCCEEDED
+
+
+def test_the_drain_command_applies_what_is_queued(api, stage):
+    for kind, body in whole_attempt(uuid.uuid4()):
+        post(api, kind, body)
+    out = io.StringIO()
+    call_command("ingest_drain", "--once", stdout=out)
+    assert out.getvalue().strip() == "applied 3, rejected 0"
+    assert queue.queue_stats().queued == 0
+
+
+def test_the_beat_task_drains_in_the_queued_mode_only(api, stage, settings):
+    from logserver.tasks import ingest_drain_task
+
+    post(api, "start", whole_attempt(uuid.uuid4())[0][1])
+    settings.PRODMON_INGEST_MODE = "inline"
+    ingest_drain_task()
+    assert IngestEvent.objects.get().state == "queued"
+    settings.PRODMON_INGEST_MODE = "queued"
+    ingest_drain_task()
+    assert IngestEvent.objects.get().state == "applied"
+
+
+def test_metrics_show_the_queue(api, stage):
+    for kind, body in whole_attempt(uuid.uuid4())[:2]:
+        post(api, kind, body)
+    text = Client().get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
+    assert "prodmon_ingest_queue_depth 2.0" in text
+    oldest = next(
+        line for line in text.splitlines() if line.startswith("prodmon_ingest_queue_oldest_seconds")
+    )
+    assert 0 <= float(oldest.split()[1]) < 60
+
+
+def test_payload_round_trip_keeps_bytes_times_and_ids():
+    data = {
+        "event_id": "abcdefgh",
+        "attempt": uuid.uuid4(),
+        "time": dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC),
+        "log": {"offset": 7, "bytes": b"\x00\xff caf\xc3\xa9\n"},
+        "metrics": {"cpu_s": 1.5},
+    }
+    assert queue.payload_decode(queue.payload_encode(data)) == data
+
+
+@pytest.mark.django_db(transaction=True)
+def test_only_one_drain_runs_at_a_time(ingest_token, experiment):
+    if not uses_postgres():
+        pytest.skip("PostgreSQL-only test: the advisory lock (SQLite serialises writers)")
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_lock():
+        conn = connections.create_connection("default")
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("BEGIN")
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [queue.DRAIN_LOCK_KEY])
+                held.set()
+                release.wait(10)
+                cursor.execute("COMMIT")
+        finally:
+            conn.close()
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    try:
+        assert held.wait(10)
+        assert queue.queue_drain() == queue.DrainResult(busy=True)
+    finally:
+        release.set()
+        holder.join()
+    assert queue.queue_drain() == queue.DrainResult()
+    connection.close()
