@@ -1,6 +1,6 @@
 """Ingest throughput and latency under gunicorn with the production settings.
 
-    python -m bench.ingest [--quick] [--workers N] [--threads N]
+    python -m bench.ingest [--quick] [--workers N] [--threads N] [--mode queued|inline]
 
 A separate load process (several, in fact) emulates worker nodes over
 keep-alive HTTP: each emulated attempt posts start, three heartbeats with a
@@ -11,6 +11,15 @@ scheduled send time, so a stalled server cannot hide its queueing). In the
 same run it measures a trivial Django view returning 204 under the same
 gunicorn configuration (the floor). Afterwards the database must hold exactly
 the events that were acknowledged.
+
+Ingest mode (PRODMON_INGEST_MODE): with --mode queued (the default, what
+deploy/ runs) a request stores its event and one `manage.py ingest_drain`
+process applies the queue while the load runs, on the same two cores. The
+figures count an event only once it is applied: after each phase the bench
+waits for the queue to empty, and a phase's rate is the acknowledged events
+over the phase plus that wait (a drain that falls behind lowers it). The apply
+lag (received -> applied) is printed per phase. With --mode inline every event
+is applied in its own request's transaction.
 
 Celery: the end events enqueue tasks on the Redis broker; no worker runs
 during the measurement (it would compete for the same two cores), and the
@@ -23,16 +32,20 @@ import json
 import multiprocessing as mp
 import os
 import random
+import signal
 import string
 import subprocess
+import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from bench._common import (
     BROKER_URL,
     PG_ADMIN_URL,
+    ROOT,
     fresh_database,
     gunicorn,
     machine,
@@ -201,60 +214,146 @@ def run_load(url, token, kind, duration, total_rate=None, processes=2, threads=1
     )
 
 
+def _psql(database_url: str, sql: str) -> str:
+    return subprocess.run(
+        ["psql", database_url, "-tAc", sql], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def wait_applied(database_url: str, timeout: float = 600) -> float:
+    """Seconds until no event is left queued."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if (
+            _psql(database_url, "SELECT count(*) FROM logserver_ingestevent WHERE state = 'queued'")
+            == "0"
+        ):
+            return time.monotonic() - start
+        time.sleep(0.1)
+    raise RuntimeError(f"the ingest queue did not drain within {timeout:.0f} s")
+
+
+def apply_lag(database_url: str, since_id: int) -> tuple[float, float]:
+    """p50 and p99 of received -> applied (ms) of events after row `since_id`."""
+    out = _psql(
+        database_url,
+        "SELECT coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY d), 0), "
+        "coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY d), 0) FROM "
+        "(SELECT extract(epoch FROM applied_at - received_at) * 1000 AS d "
+        f"FROM logserver_ingestevent WHERE id > {since_id}) x",
+    )
+    p50, p99 = (float(x) for x in out.split("|"))
+    return p50, p99
+
+
+def last_id(database_url: str) -> int:
+    return int(_psql(database_url, "SELECT coalesce(max(id), 0) FROM logserver_ingestevent"))
+
+
+@contextmanager
+def drain_process(env: dict, enabled: bool):
+    if not enabled:
+        yield None
+        return
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "ingest_drain"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if proc.returncode not in (0, -signal.SIGTERM):
+            print("ingest_drain:", proc.stderr.read().decode(errors="replace")[-2000:])
+
+
+def measured(database_url, queued, url, token, duration, total_rate=None):
+    """run_load, then (in the queued mode) wait for the queue to empty.
+    Returns (applied_per_s, p50_ms, p99_ms, acked, statuses, lag_line)."""
+    before = last_id(database_url)
+    rate, p50, p99, acked, statuses = run_load(url, token, "ingest", duration, total_rate)
+    if not queued:
+        return rate, p50, p99, acked, statuses, ""
+    waited = wait_applied(database_url)
+    elapsed = acked / rate if rate else duration
+    lag50, lag99 = apply_lag(database_url, before)
+    lag = (
+        f"  apply lag p50={lag50:.0f} ms p99={lag99:.0f} ms, drained {waited:.1f} s after the phase"
+    )
+    return acked / (elapsed + waited), p50, p99, acked, statuses, lag
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short phases (< 1 minute)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
+    parser.add_argument(
+        "--mode",
+        choices=("queued", "inline"),
+        default="queued",
+        help="PRODMON_INGEST_MODE of the server (default: queued, as deployed)",
+    )
     args = parser.parse_args()
     phase = 5 if args.quick else 30
+    queued = args.mode == "queued"
 
     print(
         f"config: gunicorn {args.workers} workers x {args.threads} threads (gthread), "
         f"production settings, PostgreSQL {PG_ADMIN_URL}/{DB_NAME}, broker {BROKER_URL}, "
         f"phases of {phase} s, load: 2 processes x 12 keep-alive connections, "
-        "events: start, 3 heartbeats with a 2 KB tail, end"
+        "events: start, 3 heartbeats with a 2 KB tail, end, "
+        f"ingest mode {args.mode}" + (" (one ingest_drain process)" if queued else "")
     )
     print(machine())
     database_url = fresh_database(DB_NAME)
-    env = production_env(database_url)
+    env = production_env(database_url, PRODMON_INGEST_MODE=args.mode)
     manage(env, "migrate", "--noinput", "-v0")
     token = manage(env, "shell", "-c", SETUP).strip().splitlines()[-1]
 
-    with gunicorn(env, args.workers, args.threads) as url:
+    with gunicorn(env, args.workers, args.threads) as url, drain_process(env, queued):
         run_load(url, token, "noop", 2)  # warm up
         floor, f50, f99, _, _ = run_load(url, token, "noop", phase)
         print(
             f"floor (GET 204 view, closed loop): {floor:.0f} req/s  p50={f50:.1f} ms "
             f"p99={f99:.1f} ms"
         )
-        acked_total = run_load(url, token, "ingest", 2)[3]  # warm up
-        capacity, c50, c99, acked, st = run_load(url, token, "ingest", phase)
+        acked_total = measured(database_url, queued, url, token, 2)[3]  # warm up
+        capacity, c50, c99, acked, st, lag = measured(database_url, queued, url, token, phase)
         acked_total += acked
         print(
-            f"capacity (ingest, closed loop): {capacity:.0f} events/s  p50={c50:.1f} ms "
-            f"p99={c99:.1f} ms  statuses={st}"
+            f"capacity (ingest, closed loop): {capacity:.0f} events/s applied  p50={c50:.1f} ms "
+            f"p99={c99:.1f} ms  statuses={st}{lag}"
         )
         p99_at = {}
         for share in (0.5, 0.7, 1.0):
-            rate, p50, p99, acked, st = run_load(url, token, "ingest", phase, capacity * share)
+            rate, p50, p99, acked, st, lag = measured(
+                database_url, queued, url, token, phase, capacity * share
+            )
             acked_total += acked
             p99_at[share] = p99
             print(
                 f"open loop at {share:.0%} ({capacity * share:.0f}/s offered): {rate:.0f} "
-                f"events/s  p50={p50:.1f} ms  p99={p99:.1f} ms  statuses={st}"
+                f"events/s applied  p50={p50:.1f} ms  p99={p99:.1f} ms  statuses={st}{lag}"
             )
 
-    rows = int(
-        subprocess.run(
-            ["psql", database_url, "-tAc", "SELECT count(*) FROM logserver_ingestevent"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
+    rows = int(_psql(database_url, "SELECT count(*) FROM logserver_ingestevent"))
+    applied = int(
+        _psql(database_url, "SELECT count(*) FROM logserver_ingestevent WHERE state = 'applied'")
     )
-    verdict = "OK" if rows == acked_total else "MISMATCH"
-    print(f"database: {acked_total} events acknowledged, {rows} recorded: {verdict}")
+    attempts = int(_psql(database_url, "SELECT count(*) FROM prodmon_attempt"))
+    verdict = "OK" if rows == applied == acked_total else "MISMATCH"
+    print(
+        f"database: {acked_total} events acknowledged, {rows} recorded, {applied} applied, "
+        f"{attempts} attempts: {verdict}"
+    )
     subprocess.run(["redis-cli", "-u", BROKER_URL, "FLUSHDB"], capture_output=True)
     print(
         f"events_per_s={capacity:.0f} p99_ms={p99_at[0.7]:.1f} floor_ratio={capacity / floor:.2f}"

@@ -3,7 +3,9 @@
 import base64
 import binascii
 import datetime as dt
+import time
 
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
@@ -38,8 +40,11 @@ class TokenPrincipal:
 
 
 class IngestTokenAuthentication(authentication.BaseAuthentication):
-    """`Authorization: Bearer pm_…`. Looked up by hash on every request, so a
-    revoked token stops working on the very next request, on every worker."""
+    """`Authorization: Bearer pm_…`, looked up by hash. With
+    PRODMON_INGEST_TOKEN_CACHE_SECONDS = 0 on every request; otherwise each
+    process re-reads a token at most that often, so a revoked token stops
+    working within that many seconds on every worker (at once in the process
+    that revoked it)."""
 
     keyword = "Bearer"
 
@@ -74,8 +79,40 @@ def _token_find(digest: str) -> IngestToken | None:
     return token
 
 
+# digest -> (monotonic time read, token or None); per process.
+_token_cache: dict[str, tuple[float, IngestToken | None]] = {}
+_TOKEN_CACHE_MAX = 10_000
+_clock = time.monotonic
+
+
+def _token_cached(digest: str) -> IngestToken | None:
+    """The token of a digest, read at most every PRODMON_INGEST_TOKEN_CACHE_SECONDS
+    per process (0 = every request). A cached token is shared by the requests
+    of that window; its fields are only read."""
+    ttl = settings.PRODMON_INGEST_TOKEN_CACHE_SECONDS
+    if ttl <= 0:
+        return _token_find(digest)
+    now = _clock()
+    hit = _token_cache.get(digest)
+    if hit is not None and now - hit[0] < ttl:
+        return hit[1]
+    token = _token_find(digest)
+    if len(_token_cache) >= _TOKEN_CACHE_MAX:
+        _token_cache.clear()  # many distinct (mostly bogus) tokens: start over
+    _token_cache[digest] = (now, token)
+    return token
+
+
+def token_cache_forget(digest: str | None = None) -> None:
+    """Drop this process's cached token(s), e.g. right after a revocation."""
+    if digest is None:
+        _token_cache.clear()
+    else:
+        _token_cache.pop(digest, None)
+
+
 def token_authenticate(raw: str) -> tuple[TokenPrincipal, IngestToken]:
-    token = _token_find(token_digest(raw))
+    token = _token_cached(token_digest(raw))
     if token is None:
         raise exceptions.AuthenticationFailed("unknown ingest token")
     if token.revoked_at is not None:
@@ -83,6 +120,7 @@ def token_authenticate(raw: str) -> tuple[TokenPrincipal, IngestToken]:
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
         IngestToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now  # the cached copy too: once a minute, not per request
     return TokenPrincipal(token), token
 
 

@@ -274,6 +274,9 @@ def token_revoke(*, token: IngestToken, revoked_by=None) -> IngestToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+    from logserver.auth import token_cache_forget
+
+    token_cache_forget(token.token_hash)
     production.audit_record(
         actor=revoked_by,
         action="token.revoke",

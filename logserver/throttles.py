@@ -34,6 +34,10 @@ def window_admit(key: str, weight: int, limit: int, period: int, now: float) -> 
     """
     start = int(now // period) * period
     full_key = f"{key}:{start}"
+    incr_window = getattr(cache, "incr_window", None)  # Redis (prodmon.cache): one round trip
+    if incr_window is not None:
+        after = incr_window(full_key, weight, period + 5)
+        return after - weight < limit, max(start + period - now, 0.001)
     try:
         after = cache.incr(full_key, weight)
     except ValueError:  # first in this window (or expired between calls)

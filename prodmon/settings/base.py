@@ -109,6 +109,9 @@ PRODMON_INGEST_CAPACITY = env.int("PRODMON_INGEST_CAPACITY", default=0)
 PRODMON_INGEST_MODE = env.str("PRODMON_INGEST_MODE", default="inline")
 # Events applied per drain transaction.
 PRODMON_INGEST_DRAIN_BATCH = env.int("PRODMON_INGEST_DRAIN_BATCH", default=500)
+# Each web process re-reads an ingest token at most this often (seconds); a
+# revoked token is refused within that time everywhere. 0 = on every request.
+PRODMON_INGEST_TOKEN_CACHE_SECONDS = env.int("PRODMON_INGEST_TOKEN_CACHE_SECONDS", default=5)
 
 # /metrics: a bearer token when set; otherwise loopback clients only.
 PRODMON_METRICS_TOKEN = env.str("PRODMON_METRICS_TOKEN", default="")

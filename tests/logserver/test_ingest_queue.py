@@ -88,8 +88,10 @@ def test_a_request_only_queues_and_the_drain_applies_it(api, stage):
 
     assert (result.applied, result.rejected, result.busy) == (3, 0, False)
     attempt = Attempt.objects.get(uid=uid)
-    assert attempt.exit_code == 0 and attempt.ended_at is not None
-    assert attempt.cpu_s == 9 and attempt.peak_rss_bytes == 2048
+    assert attempt.exit_code == 0
+    assert attempt.ended_at is not None
+    assert attempt.cpu_s == 9
+    assert attempt.peak_rss_bytes == 2048
     assert attempt.job.state == Job.State.SUCCEEDED
     assert attempt.outputs.get().name == "input_001.root.out"
     assert (
@@ -120,7 +122,8 @@ def test_a_resent_event_is_a_duplicate_while_queued_and_applied_once(api, stage)
     start = whole_attempt(uid)[0][1]
     assert post(api, "start", start).status_code == 202
     again = post(api, "start", start)
-    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    assert again.status_code == 200
+    assert again.json()["status"] == "duplicate"
     queue.queue_drain()
     assert post(api, "start", start).json()["status"] == "duplicate"
     assert Attempt.objects.filter(uid=uid).count() == 1
@@ -152,7 +155,8 @@ def test_an_event_the_drain_cannot_apply_is_rejected_with_its_reason_and_kept(
     assert Attempt.objects.get(uid=good).ended_at is not None  # the rest of the batch stands
     row = IngestEvent.objects.get(event_id=bad["event_id"])
     assert row.state == "rejected"
-    assert "nope" in row.note and row.note.startswith("campaign")
+    assert "nope" in row.note
+    assert row.note.startswith("campaign")
     assert json.loads(row.payload)["campaign"] == "nope"
     assert queue.queue_stats().rejected == 1
 

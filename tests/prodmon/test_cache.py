@@ -47,3 +47,20 @@ def test_threads_share_the_client_without_losing_increments(redis_cache):
     for t in threads:
         t.join()
     assert redis_cache.get("n") == 1600
+
+
+def test_a_window_counter_counts_from_nothing_and_expires(redis_cache):
+    assert redis_cache.incr_window("w", 3, timeout=2) == 3
+    assert redis_cache.incr_window("w", 2, timeout=2) == 5
+    assert redis_cache.get("w") == 5
+    ttl = redis_cache._cache.get_client().ttl(redis_cache.make_and_validate_key("w"))
+    assert 0 < ttl <= 2  # the first call set the expiry; later ones did not extend it
+
+
+def test_the_ingest_throttle_shares_one_window_through_redis(redis_cache, monkeypatch):
+    from logserver import throttles
+
+    monkeypatch.setattr(throttles, "cache", redis_cache)
+    admitted = [throttles.window_admit("t", 1, 3, 60, 1200.0)[0] for _ in range(5)]
+    assert admitted == [True, True, True, False, False]
+    assert throttles.window_admit("t", 1, 3, 60, 1260.0) == (True, 60.0)  # the next window
