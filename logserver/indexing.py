@@ -93,6 +93,18 @@ def log_index_enqueue(*, attempt_id: int, force: bool = False) -> bool:
     return True
 
 
+def log_index_enqueue_many(*, attempt_ids: list[int]) -> None:
+    """log_index_enqueue for many attempts; one SADD with a Redis cache."""
+    if not attempt_ids or not setting("PRODMON_LOG_INDEX_ON_INGEST"):
+        return
+    client = _dirty_client()
+    if client is not None:
+        client.sadd(cache.make_key(DIRTY_KEY), *attempt_ids)
+        return
+    for attempt_id in attempt_ids:
+        log_index_enqueue(attempt_id=attempt_id)
+
+
 def log_index_dirty_drain(*, limit: int = 20000) -> int:
     """Send one indexing task per attempt marked dirty since the last drain.
 

@@ -38,7 +38,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from logserver.models import IngestEvent, IngestToken
-from logserver.services import IngestOutcome, event_apply
+from logserver.services import IngestOutcome, event_apply, followups
 from prodmon.models import Experiment
 from prodmon.services import IdentityError
 
@@ -225,7 +225,7 @@ def queue_drain(*, limit: int | None = None) -> DrainResult:
     if not _local_lock.acquire(blocking=False):
         return DrainResult(busy=True)
     try:
-        with transaction.atomic():
+        with followups.batched(), transaction.atomic():
             if not _drain_lock():
                 return DrainResult(busy=True)
             rows = _queued(limit)

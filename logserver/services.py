@@ -7,6 +7,8 @@ not applied twice.
 
 import datetime as dt
 import logging
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.db import connection, transaction
@@ -18,7 +20,7 @@ from prodmon.actions.tasks import stage_autolaunch_check_task
 from prodmon.models import Attempt, Experiment
 from prodmon.progress.tasks import stage_after_end_task
 from prodmon.tasks import stage_progress_sample_task
-from triage.services import liveness_on_heartbeat
+from triage.services import liveness_on_heartbeat, liveness_on_heartbeats
 from triage.tasks import attempt_classify_task, node_health_update_task
 
 logger = logging.getLogger(__name__)
@@ -85,10 +87,62 @@ def log_chunk_store(
     return changed
 
 
+class FollowUps(threading.local):
+    """The follow-up work of events applied in one batch (the queue drain),
+    gathered as their transactions commit and sent once per batch: one SADD
+    for indexing, one liveness query, one task for the ended attempts,
+    instead of one of each per event. Outside a batch it is inactive and
+    every event sends its own."""
+
+    def __init__(self):
+        self.active = False
+        self.index: set[int] = set()
+        self.heartbeats: set[int] = set()
+        self.ended: list[tuple[int, int]] = []
+
+    @contextmanager
+    def batched(self):
+        self.active, self.index, self.heartbeats, self.ended = True, set(), set(), []
+        try:
+            yield self
+        finally:
+            self.active = False
+        self._send()
+
+    def _send(self) -> None:
+        if self.index:
+            from logserver.indexing import log_index_enqueue_many
+
+            try:
+                log_index_enqueue_many(attempt_ids=sorted(self.index))
+            except Exception:  # noqa: BLE001
+                logger.exception("could not enqueue indexing of %d attempts", len(self.index))
+        if self.heartbeats:
+            try:
+                liveness_on_heartbeats(attempt_ids=sorted(self.heartbeats))
+            except Exception:  # noqa: BLE001
+                logger.exception(
+                    "could not record the liveness of %d attempts", len(self.heartbeats)
+                )
+        if self.ended:
+            from logserver.tasks import attempts_ended_task
+
+            try:
+                attempts_ended_task.delay(self.ended)
+            except Exception:  # noqa: BLE001
+                logger.exception("could not enqueue the follow-up work of %d ends", len(self.ended))
+
+
+followups = FollowUps()
+
+
 def _index_soon(attempt_id: int) -> None:
     # Never fail an acknowledged ingest over indexing: the reconciler catches up.
     from logserver.indexing import log_index_enqueue
 
+    if followups.active:
+        followups.index.add(attempt_id)
+        return
     try:
         log_index_enqueue(attempt_id=attempt_id)
     except Exception:  # noqa: BLE001
@@ -210,6 +264,9 @@ def _after_attempt_end(stage_id: int, attempt_id: int) -> None:
     # with the broker down, the periodic sweeps catch up.
     from logserver.tasks import attempt_ended_task
 
+    if followups.active:
+        followups.ended.append((stage_id, attempt_id))
+        return
     try:
         attempt_ended_task.delay(stage_id, attempt_id)
     except Exception:  # noqa: BLE001
@@ -239,6 +296,9 @@ def attempt_ended_fanout(stage_id: int, attempt_id: int) -> None:
 def _after_heartbeat(attempt_id: int) -> None:
     # A heartbeat revives a lost attempt and clears a hung one (one UPDATE
     # when there is nothing to revive). Never fails the acknowledged event.
+    if followups.active:
+        followups.heartbeats.add(attempt_id)
+        return
     try:
         liveness_on_heartbeat(attempt_id=attempt_id)
     except Exception:  # noqa: BLE001

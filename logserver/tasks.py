@@ -37,6 +37,15 @@ def attempt_ended_task(stage_id: int, attempt_id: int) -> None:
     attempt_ended_fanout(stage_id, attempt_id)
 
 
+@shared_task(name="logserver.attempts_ended_task", ignore_result=True)
+def attempts_ended_task(ended: list) -> None:
+    """The ends of one drained batch of queued events: [(stage id, attempt id)]."""
+    from logserver.services import attempt_ended_fanout
+
+    for stage_id, attempt_id in ended:
+        attempt_ended_fanout(stage_id, attempt_id)
+
+
 @shared_task(name="logserver.log_index_dirty_task", ignore_result=True)
 def log_index_dirty_task() -> None:
     """Index the attempts whose logs grew since the last run (Redis cache)."""

@@ -1059,6 +1059,25 @@ def _notify_hung(newly_hung: Counter[int], *, hung_after_s: float, now: dt.datet
     transaction.on_commit(send)
 
 
+def liveness_on_heartbeats(*, attempt_ids: list[int]) -> int:
+    """liveness_on_heartbeat for the heartbeats of a batch: one query finds
+    the (rare) lost or hung attempts among them. Returns how many revived."""
+    from triage.models import AttemptLiveness
+
+    if not attempt_ids:
+        return 0
+    table = connection.ops.quote_name(AttemptLiveness._meta.db_table)
+    marks = ", ".join(["%s"] * len(attempt_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT DISTINCT attempt_id FROM {table} "  # noqa: S608
+            f"WHERE attempt_id IN ({marks}) AND state IN (%s, %s)",
+            [*attempt_ids, AttemptLiveness.State.LOST, AttemptLiveness.State.HUNG],
+        )
+        troubled = [row[0] for row in cursor.fetchall()]
+    return sum(liveness_on_heartbeat(attempt_id=a) for a in troubled)
+
+
 def liveness_on_heartbeat(*, attempt_id: int) -> bool:
     """A heartbeat revives a lost attempt (and a hung one whose log or CPU time
     moved). One cheap query for the usual, healthy case. True when revived."""

@@ -284,3 +284,30 @@ def test_only_one_drain_runs_at_a_time(ingest_token, experiment):
         holder.join()
     assert queue.queue_drain() == queue.DrainResult()
     connection.close()
+
+
+@pytest.mark.django_db(transaction=True)  # real commits: follow-ups run on commit
+def test_the_follow_ups_of_a_drained_batch_run_once_it_commits(api, stage):
+    """A heartbeat revives its lost attempt; a failed end is classified
+    (Celery runs eagerly in the tests: the batch's one task fans out here)."""
+    from triage.models import AttemptClassification, AttemptLiveness
+
+    lost, failed = uuid.uuid4(), uuid.uuid4()
+    post(api, "start", whole_attempt(lost, job="a.root")[0][1])
+    for kind, body in whole_attempt(failed, job="b.root", exit_code=65)[:2]:
+        post(api, kind, body)
+    queue.queue_drain()
+    a = Attempt.objects.get(uid=lost)
+    AttemptLiveness.objects.create(
+        attempt=a, campaign=a.job.stage.campaign, state=AttemptLiveness.State.LOST
+    )
+    post(api, "heartbeat", whole_attempt(lost, job="a.root")[1][1])
+    post(api, "end", whole_attempt(failed, job="b.root", exit_code=65)[2][1])
+
+    assert queue.queue_drain().applied == 2
+
+    liveness = AttemptLiveness.objects.get(attempt=a)
+    assert liveness.state == AttemptLiveness.State.OK
+    assert liveness.revived_at is not None
+    classified = AttemptClassification.objects.get(attempt__uid=failed)
+    assert classified.error_class is not None
