@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -100,6 +101,9 @@ def gunicorn(env: dict, workers: int, threads: int):
         WEB_CONCURRENCY=str(workers),
         PRODMON_WEB_THREADS=str(threads),
     )
+    # The server's log goes to a file: a pipe nobody reads fills up (64 KiB of
+    # 429 warnings under overload) and then blocks every worker thread.
+    log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [
             shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn",
@@ -110,7 +114,7 @@ def gunicorn(env: dict, workers: int, threads: int):
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -121,8 +125,9 @@ def gunicorn(env: dict, workers: int, threads: int):
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
                     raise RuntimeError(
-                        "gunicorn did not start: " + proc.stderr.read().decode(errors="replace")
+                        "gunicorn did not start: " + log.read()[-4000:].decode(errors="replace")
                     ) from None
                 time.sleep(0.2)
         yield url
@@ -132,6 +137,7 @@ def gunicorn(env: dict, workers: int, threads: int):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log.close()
 
 
 def percentile(values: list[float], pct: float) -> float:

@@ -11,11 +11,15 @@ Celery worker on Redis. Each scenario injects one fault while the load runs:
 - overload:     nothing else; the server must shed (429/503), never 500;
 - kill-web:     kill -9 one gunicorn worker;
 - kill-worker:  kill -9 the Celery worker, then start a new one;
+- kill-drain:   kill -9 the ingest drain (`manage.py ingest_drain`), then
+                start a new one;
 - restart-db:   restart PostgreSQL.
 
-When the load stops and the clients have drained their spools, every event
-a client produced must be in the database exactly once, and /metrics must
-count no 5xx other than 503.
+The server runs the production default, PRODMON_INGEST_MODE=queued, with one
+ingest drain process. When the load stops and the clients have drained their
+spools, every event a client produced must be in the database exactly once
+and, once the ingest queue is empty, applied; /metrics must count no 5xx
+other than 503.
 """
 
 import argparse
@@ -55,7 +59,7 @@ services.stage_create(campaign=services.campaign_create(experiment=e, name="mc23
 print(token_create(experiment=e, name="nodes", scopes=["ingest"])[1])
 """
 TAIL = "x" * 1023 + "\n"
-SCENARIOS = ("overload", "kill-web", "kill-worker", "restart-db")
+SCENARIOS = ("overload", "kill-web", "kill-worker", "kill-drain", "restart-db")
 
 
 class Node(threading.Thread):
@@ -147,6 +151,31 @@ def celery_worker(env):
             holder["proc"].kill()
 
 
+@contextmanager
+def ingest_drain(env):
+    holder = {}
+
+    def start():
+        holder["proc"] = subprocess.Popen(
+            [sys.executable, "manage.py", "ingest_drain"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return holder["proc"]
+
+    start()
+    try:
+        yield holder, start
+    finally:
+        holder["proc"].terminate()
+        try:
+            holder["proc"].wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            holder["proc"].kill()
+
+
 def _metric_by_status(url, name) -> dict[str, float]:
     body = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
     out: dict[str, float] = {}
@@ -189,13 +218,15 @@ def _restart_postgres():
     )
 
 
-def measure_capacity(url, token, seconds) -> float:
-    from bench.ingest import run_load
+def measure_capacity(database_url, url, token, seconds) -> float:
+    """Events per second applied (accepted, then drained), as bench.ingest counts."""
+    from bench.ingest import measured
 
-    return run_load(url, token, "ingest", seconds)[0]
+    return measured(database_url, True, url, token, seconds)[0]
 
 
-def run_scenario(name, url, token, env, worker, start_worker, capacity, seconds, nodes):
+def run_scenario(name, url, token, env, workers, capacity, seconds, nodes):
+    (worker, start_worker), (drain, start_drain) = workers
     stop = threading.Event()
     offered = 2 * capacity
     interval = nodes / offered
@@ -221,6 +252,13 @@ def run_scenario(name, url, token, env, worker, start_worker, capacity, seconds,
         time.sleep(1)
         start_worker()
         fault = f"kill -9 celery worker {victim.pid}, started {worker['proc'].pid}"
+    elif name == "kill-drain":
+        victim = drain["proc"]
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        time.sleep(1)
+        start_drain()
+        fault = f"kill -9 ingest drain {victim.pid}, started {drain['proc'].pid}"
     elif name == "restart-db":
         _restart_postgres()
         fault = "PostgreSQL restarted"
@@ -248,20 +286,24 @@ def run_scenario(name, url, token, env, worker, start_worker, capacity, seconds,
             "shell",
             "-c",
             (
-                "import json,sys\n"
+                "import json,sys,time\n"
                 "from logserver.models import IngestEvent\n"
                 f"ids = json.load(open({f.name!r}))\n"
                 "found = IngestEvent.objects.filter(experiment__name='faults', event_id__in=ids)\n"
-                "print(found.count(), len(set(found.values_list('event_id', flat=True))))\n"
+                "deadline = time.monotonic() + 120\n"
+                "while found.filter(state='queued').exists() and time.monotonic() < deadline:\n"
+                "    time.sleep(0.2)\n"
+                "print(found.count(), len(set(found.values_list('event_id', flat=True))),\n"
+                "      found.filter(state='applied').count())\n"
             ),
         ).split()
     finally:
         os.unlink(f.name)
-    stored, distinct = int(check[-2]), int(check[-1])
+    stored, distinct, applied = int(check[-3]), int(check[-2]), int(check[-1])
     spooled_left = sum(node.spool.pending for node in fleet)
     totals = {k: sum(s[k] for s in stats) for k in stats[0]}
     ok = (
-        stored == distinct == len(produced)
+        stored == distinct == applied == len(produced)
         and not server_5xx
         and totals["dropped"] == 0
         and totals["rejected"] == 0
@@ -269,7 +311,7 @@ def run_scenario(name, url, token, env, worker, start_worker, capacity, seconds,
     )
     print(
         f"scenario={name} fault={fault!r} offered={offered:.0f}/s nodes={nodes} "
-        f"produced={len(produced)} stored={stored} distinct={distinct} "
+        f"produced={len(produced)} stored={stored} distinct={distinct} applied={applied} "
         f"client={totals} server_answers={answered} server_5xx_not_503={server_5xx} "
         f"left_in_spools={spooled_left} "
         f"-> {'OK' if ok else 'FAIL'}"
@@ -287,7 +329,8 @@ def main(argv=None) -> int:
     seconds = 6 if args.quick else 20
     nodes = 16 if args.quick else 48
     print(
-        f"config: gunicorn 2 workers x 4 threads, production settings, PostgreSQL, "
+        f"config: gunicorn 2 workers x 4 threads, production settings (queued ingest, "
+        "one ingest_drain process), PostgreSQL, "
         f"Celery worker on {BROKER_URL}, {nodes} emulated nodes through the reporter's "
         f"Sender/Spool at 2x measured capacity, {seconds} s per scenario"
     )
@@ -298,15 +341,19 @@ def main(argv=None) -> int:
         manage(env, "migrate", "--noinput", "-v0")
     token = manage(env, "shell", "-c", SETUP).strip().splitlines()[-1]
     results = {}
-    with gunicorn(env, 2, 4) as url:
-        capacity = measure_capacity(url, token, 3 if args.quick else 8)
+    with gunicorn(env, 2, 4) as url, ingest_drain(env):
+        capacity = measure_capacity(database_url, url, token, 3 if args.quick else 8)
     # Shed at the measured capacity, as an operator would configure it.
     env = dict(env, PRODMON_INGEST_CAPACITY=str(max(int(capacity), 1)))
     print(f"measured capacity: {capacity:.0f} events/s; PRODMON_INGEST_CAPACITY set to it")
-    with gunicorn(env, 2, 4) as url, celery_worker(env) as (worker, start_worker):
+    with (
+        gunicorn(env, 2, 4) as url,
+        celery_worker(env) as worker,
+        ingest_drain(env) as drain,
+    ):
         for name in scenarios:
             results[name] = run_scenario(
-                name, url, token, env, worker, start_worker, capacity, seconds, nodes
+                name, url, token, env, (worker, drain), capacity, seconds, nodes
             )
     passed = sum(results.values())
     print(f"{passed} passed, {len(results) - passed} failed")

@@ -36,6 +36,7 @@ import signal
 import string
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -255,12 +256,13 @@ def drain_process(env: dict, enabled: bool):
     if not enabled:
         yield None
         return
+    log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "ingest_drain"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
     )
     try:
         yield proc
@@ -271,7 +273,9 @@ def drain_process(env: dict, enabled: bool):
         except subprocess.TimeoutExpired:
             proc.kill()
         if proc.returncode not in (0, -signal.SIGTERM):
-            print("ingest_drain:", proc.stderr.read().decode(errors="replace")[-2000:])
+            log.seek(0)
+            print("ingest_drain:", log.read()[-2000:].decode(errors="replace"))
+        log.close()
 
 
 def measured(database_url, queued, url, token, duration, total_rate=None):

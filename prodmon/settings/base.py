@@ -11,6 +11,7 @@ from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(environ.Env().str("PRODMON_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -100,13 +101,23 @@ INGEST_MAX_BULK_EVENTS = env.int("PRODMON_INGEST_MAX_BULK_EVENTS", default=500)
 # `python -m bench.ingest` on the production hardware.
 PRODMON_INGEST_CAPACITY = env.int("PRODMON_INGEST_CAPACITY", default=0)
 
+
 # How an accepted event is applied. "inline": in the request's own transaction
 # (the answer carries the attempt). "queued": the request validates the event,
 # stores it durably in the ingest queue and answers 202; `manage.py ingest_drain`
 # (and, as a fallback, beat's logserver.ingest_drain_task) applies queued events
 # in batches, in arrival order. Queued carries several times the events per
 # second of inline on the same machine; see README "Performance".
-PRODMON_INGEST_MODE = env.str("PRODMON_INGEST_MODE", default="inline")
+def ingest_mode(default: str) -> str:
+    mode = env.str("PRODMON_INGEST_MODE", default=default)
+    if mode not in ("inline", "queued"):
+        raise ImproperlyConfigured(
+            f"PRODMON_INGEST_MODE must be 'inline' or 'queued', not {mode!r}"
+        )
+    return mode
+
+
+PRODMON_INGEST_MODE = ingest_mode("inline")
 # Events applied per drain transaction.
 PRODMON_INGEST_DRAIN_BATCH = env.int("PRODMON_INGEST_DRAIN_BATCH", default=500)
 # Each web process re-reads an ingest token at most this often (seconds); a

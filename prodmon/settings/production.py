@@ -9,7 +9,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import env
+from .base import env, ingest_mode
 
 DEBUG = False
 
@@ -62,6 +62,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     )
 
 CELERY_BROKER_URL = _required("CELERY_BROKER_URL")
+
+# Production queues ingest events and applies them with `manage.py ingest_drain`
+# (deploy/systemd/prodmon-ingest-drain.service); see base.py.
+PRODMON_INGEST_MODE = ingest_mode("queued")
 
 if env.str("PRODMON_LOG_INDEX", default="database") == "elasticsearch":
     _required("ELASTICSEARCH_URL")

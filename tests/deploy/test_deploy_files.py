@@ -91,7 +91,7 @@ def test_systemd_units_verify(tmp_path):
         (tmp_path / unit.name).write_text(text)
         units.append(str(tmp_path / unit.name))
     (tmp_path / "env").write_text("DJANGO_SETTINGS_MODULE=prodmon.settings.production\n")
-    assert len(units) == 3
+    assert len(units) == 4
     r = subprocess.run([analyze, "verify", *units], capture_output=True, text=True)
     problems = [
         line
@@ -157,8 +157,11 @@ def test_gunicorn_starts_from_its_config_and_serves(tmp_path):
 def test_compose_file_runs_every_part_with_production_settings():
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     services = compose["services"]
-    assert {"db", "redis", "elasticsearch", "web", "worker", "beat"} <= set(services)
-    for name in ("web", "worker", "beat"):
+    assert {"db", "redis", "elasticsearch", "web", "worker", "beat", "ingest-drain"} <= set(
+        services
+    )
+    assert "ingest_drain" in services["ingest-drain"]["command"]
+    for name in ("web", "worker", "beat", "ingest-drain"):
         env = services[name]["environment"]
         assert env["DJANGO_SETTINGS_MODULE"] == "prodmon.settings.production"
         for required in ("DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_ALLOWED_HOSTS"):
@@ -166,8 +169,10 @@ def test_compose_file_runs_every_part_with_production_settings():
     assert "gunicorn" in services["web"]["command"]
 
 
-@pytest.mark.parametrize("unit", ["prodmon-web", "prodmon-worker", "prodmon-beat"])
+@pytest.mark.parametrize(
+    "unit", ["prodmon-web", "prodmon-worker", "prodmon-beat", "prodmon-ingest-drain"]
+)
 def test_each_unit_reads_the_environment_file_and_restarts(unit):
     text = (DEPLOY / "systemd" / f"{unit}.service").read_text()
     assert "EnvironmentFile=/etc/prodmon/prodmon.env" in text
-    assert "Restart=on-failure" in text
+    assert "Restart=on-failure" in text or "Restart=always" in text

@@ -126,3 +126,35 @@ def test_the_reporter_is_served_for_download_without_login(client):
     body = b"".join(r.streaming_content)
     assert body == (ROOT / "logserver" / "prodmon_report.py").read_bytes()
     assert 'filename="prodmon-report.py"' in r["Content-Disposition"]
+
+
+def test_production_queues_ingest_by_default_and_refuses_an_unknown_mode():
+    probe = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.PRODMON_INGEST_MODE)"
+    )
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "DATABASE_", "CELERY_", "PRODMON_INGEST"))
+    }
+    for extra, expected in (({}, "queued"), ({"PRODMON_INGEST_MODE": "inline"}, "inline")):
+        r = subprocess.run(
+            [sys.executable, "-c", probe],
+            cwd=ROOT,
+            env={**clean, **GOOD, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.stdout.strip() == expected, r.stderr
+    r = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env={**clean, **GOOD, "PRODMON_INGEST_MODE": "later"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode != 0
+    assert "PRODMON_INGEST_MODE must be 'inline' or 'queued', not 'later'" in r.stderr
