@@ -38,7 +38,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from logserver.models import IngestEvent, IngestToken
-from logserver.services import IngestOutcome, event_apply, followups
+from logserver.services import IngestOutcome, event_apply, followups, heartbeats_apply
 from prodmon.models import Experiment
 from prodmon.services import IdentityError
 
@@ -141,6 +141,7 @@ class _Row:
     state: str = QUEUED
     attempt_id: int | None = None
     note: str = ""
+    data: dict | None = None  # the decoded payload
 
 
 def _drain_lock() -> bool:
@@ -163,13 +164,60 @@ def _queued(limit: int) -> list[_Row]:
 
 
 def _apply_row(row: _Row, experiments: dict[int, Experiment]) -> None:
-    experiment = experiments.get(row.experiment_id)
-    if experiment is None:
-        experiment = experiments[row.experiment_id] = Experiment.objects.get(pk=row.experiment_id)
-    data = payload_decode(row.payload)
+    experiment = _experiment(row, experiments)
+    data = row.data if row.data is not None else payload_decode(row.payload)
     at = data.get("time") or row.received_at
     attempt, note = event_apply(experiment=experiment, kind=row.kind, data=data, at=at)
     row.state, row.attempt_id, row.note = IngestEvent.State.APPLIED, attempt.pk, note
+
+
+def _apply_batch(rows: list[_Row], experiments: dict[int, Experiment]) -> None:
+    """Apply a batch in rounds: round k holds the k-th event of each attempt,
+    so an attempt's events keep their order. In a round the starts and ends
+    are applied one by one and the heartbeats together (heartbeats_apply);
+    events of different attempts commute, as they do between concurrent
+    requests in the inline mode."""
+    rounds: list[list[_Row]] = []
+    seen: dict[str, int] = {}
+    for row in rows:
+        row.data = payload_decode(row.payload)
+        key = str(row.data["attempt"])
+        k = seen.get(key, 0)
+        seen[key] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(row)
+    for group in rounds:
+        beats = []
+        for row in group:
+            if row.kind == "heartbeat":
+                beats.append(row)
+            else:
+                _apply_row(row, experiments)
+        if beats:
+            _apply_heartbeats(beats, experiments)
+
+
+def _apply_heartbeats(beats: list[_Row], experiments: dict[int, Experiment]) -> None:
+    items = [
+        (_experiment(row, experiments), row.data, row.data.get("time") or row.received_at)
+        for row in beats
+    ]
+    attempts = heartbeats_apply(items)
+    for row, attempt in zip(beats, attempts, strict=True):
+        if attempt is None:  # not recorded yet: the single path creates it
+            _apply_row(row, experiments)
+        elif isinstance(attempt, IdentityError):
+            _reject(row, f"{attempt.field}: {attempt.message}")
+        else:
+            row.state, row.attempt_id, row.note = IngestEvent.State.APPLIED, attempt.pk, ""
+
+
+def _experiment(row: _Row, experiments: dict[int, Experiment]) -> Experiment:
+    experiment = experiments.get(row.experiment_id)
+    if experiment is None:
+        experiment = experiments[row.experiment_id] = Experiment.objects.get(pk=row.experiment_id)
+    return experiment
 
 
 def _reject(row: _Row, message: str) -> None:
@@ -234,8 +282,7 @@ def queue_drain(*, limit: int | None = None) -> DrainResult:
             experiments: dict[int, Experiment] = {}
             try:
                 with transaction.atomic():
-                    for row in rows:
-                        _apply_row(row, experiments)
+                    _apply_batch(rows, experiments)
             except DatabaseError as exc:
                 if _is_transient(exc):
                     raise

@@ -136,6 +136,67 @@ class FollowUps(threading.local):
 followups = FollowUps()
 
 
+def log_chunks_store(chunks: list[tuple[Attempt, int, bytes, dt.datetime | None]]) -> int:
+    """log_chunk_store for many (attempt, offset, data, logged_at) in one
+    statement; at most one chunk per (attempt, offset). Returns how many changed."""
+    chunks = [c for c in chunks if c[2]]
+    if not chunks:
+        return 0
+    table = LogChunk._meta.db_table
+    offset_col = connection.ops.quote_name("offset")
+    now = timezone.now()
+    params: list = []
+    for attempt, offset, data, logged_at in chunks:
+        params += [attempt.pk, offset, len(data), data, now, logged_at]
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunks))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (attempt_id, {offset_col}, length, data, received_at, logged_at) "  # noqa: S608
+            f"VALUES {values} "
+            f"ON CONFLICT (attempt_id, {offset_col}) DO UPDATE SET "
+            "length = excluded.length, data = excluded.data, "
+            "received_at = excluded.received_at, logged_at = excluded.logged_at "
+            f"WHERE {table}.length < excluded.length RETURNING attempt_id",
+            params,
+        )
+        changed = {row[0] for row in cursor.fetchall()}
+    for attempt_id in changed:
+        transaction.on_commit(lambda attempt_id=attempt_id: _index_soon(attempt_id))
+    return len(changed)
+
+
+def heartbeats_apply(items: list[tuple[Experiment, dict, dt.datetime]]) -> list:
+    """Apply validated heartbeats of distinct attempts together (the queue
+    drain): one locking SELECT, one UPDATE and one log INSERT for all of them.
+    Per heartbeat: its Attempt; None when the attempt is not recorded yet
+    (apply that one with `event_apply`, which creates it); or the
+    IdentityError that refused it."""
+    specs = []
+    for experiment, data, at in items:
+        log = data.get("log")
+        specs.append(
+            production.HeartbeatSpec(
+                experiment=experiment,
+                identity=_identity(data),
+                at=at,
+                metrics=_metrics(data),
+                log_end=log["offset"] + len(log["bytes"]) if log else None,
+            )
+        )
+    attempts = production.attempts_record_heartbeats(heartbeats=specs)
+    chunks = []
+    for attempt, (_, data, at) in zip(attempts, items, strict=True):
+        if not isinstance(attempt, Attempt):
+            continue
+        log = data.get("log")
+        if log:
+            chunks.append((attempt, log["offset"], log["bytes"], at))
+        attempt_id = attempt.pk
+        transaction.on_commit(lambda attempt_id=attempt_id: _after_heartbeat(attempt_id))
+    log_chunks_store(chunks)
+    return attempts
+
+
 def _index_soon(attempt_id: int) -> None:
     # Never fail an acknowledged ingest over indexing: the reconciler catches up.
     from logserver.indexing import log_index_enqueue

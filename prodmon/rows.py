@@ -74,6 +74,15 @@ def fetch(model: type[models.Model], sql: str, params, extra: int = 0):
     return load(model, row), tuple(row[n : n + extra])
 
 
+def fetch_all(model: type[models.Model], sql: str, params, extra: int = 0) -> list:
+    """`fetch` for every row: [(instance, extras)]."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        found = cursor.fetchall()
+    n = len(_fields(model))
+    return [(load(model, row), tuple(row[n : n + extra])) for row in found]
+
+
 def for_update(alias: str = "") -> str:
     """The row-lock clause where the database has one (PostgreSQL), else ''."""
     if not connection.features.has_select_for_update:
@@ -98,6 +107,38 @@ def update(obj: models.Model, names) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table(type(obj))} SET {', '.join(sets)} WHERE {qn(meta.pk.column)} = %s",  # noqa: S608
+            params,
+        )
+
+
+def update_many(objs: list[models.Model], names) -> None:
+    """`update` of the same fields of many rows of one model, in one statement."""
+    if not objs or not names:
+        return
+    meta = objs[0]._meta
+    qn = connection.ops.quote_name
+    fields = [meta.get_field(name) for name in names]
+    now = timezone.now()
+    postgres = connection.vendor == "postgresql"
+
+    def cast(field: models.Field) -> str:
+        return f"CAST(%s AS {field.db_type(connection)})" if postgres else "%s"
+
+    row_sql = "(" + ", ".join([cast(meta.pk), *(cast(f) for f in fields)]) + ")"
+    params = []
+    for obj in objs:
+        params.append(obj.pk)
+        for field in fields:
+            if getattr(field, "auto_now", False):
+                setattr(obj, field.attname, now)
+            params.append(field.get_db_prep_save(getattr(obj, field.attname), connection))
+    t, pk = table(type(objs[0])), qn(meta.pk.column)
+    names_sql = ", ".join(["pk_", *(qn(f.column) for f in fields)])
+    sets = ", ".join(f"{qn(f.column)} = v.{qn(f.column)}" for f in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH v({names_sql}) AS (VALUES {', '.join([row_sql] * len(objs))}) "  # noqa: S608
+            f"UPDATE {t} SET {sets} FROM v WHERE {t}.{pk} = v.pk_",
             params,
         )
 

@@ -436,6 +436,14 @@ def attempt_record_heartbeat(
     log_end: int | None = None,
 ) -> Attempt:
     attempt = attempt_for_update(experiment=experiment, identity=identity)
+    rows.update(attempt, _heartbeat_apply(attempt, at=at, metrics=metrics, log_end=log_end))
+    return attempt
+
+
+def _heartbeat_apply(
+    attempt: Attempt, *, at: dt.datetime, metrics: Metrics, log_end: int | None
+) -> list[str]:
+    """A heartbeat's changes to the locked attempt; the fields changed."""
     fields = ["last_heartbeat_at"]
     is_newest = attempt.last_heartbeat_at is None or at >= attempt.last_heartbeat_at
     attempt.last_heartbeat_at = _later(attempt.last_heartbeat_at, at)
@@ -448,8 +456,71 @@ def attempt_record_heartbeat(
     if log_end is not None and log_end > attempt.log_bytes:
         attempt.log_bytes = log_end
         fields.append("log_bytes")
-    rows.update(attempt, fields)
-    return attempt
+    return fields
+
+
+@dataclass(frozen=True)
+class HeartbeatSpec:
+    experiment: Experiment
+    identity: AttemptIdentity
+    at: dt.datetime
+    metrics: Metrics
+    log_end: int | None = None
+
+
+# Every field a heartbeat may change: a batch writes them all for every row.
+_HEARTBEAT_FIELDS = (
+    "last_heartbeat_at",
+    "status",
+    "wall_s",
+    "cpu_s",
+    "disk_bytes",
+    "events_processed",
+    "peak_rss_bytes",
+    "cpu_efficiency",
+    "log_bytes",
+)
+
+
+def attempts_record_heartbeats(
+    *, heartbeats: list[HeartbeatSpec]
+) -> list[Attempt | IdentityError | None]:
+    """attempt_record_heartbeat for heartbeats of distinct attempts, with one
+    locking SELECT and one UPDATE for all of them. Per heartbeat: its attempt;
+    None when the attempt is not recorded yet (the caller applies that one on
+    its own, which creates it); or the IdentityError the single path would
+    raise (nothing of that heartbeat is applied)."""
+    uids = [_UID.get_db_prep_value(h.identity.attempt, connection) for h in heartbeats]
+    if len(set(uids)) != len(uids):
+        raise ValueError("a batch of heartbeats must name each attempt once")
+    marks = ", ".join(["%s"] * len(uids))
+    found = rows.fetch_all(
+        Attempt,
+        f"SELECT {rows.select_list(Attempt, 'a')}, c.experiment_id, c.name, s.name, j.key, c.id "  # noqa: S608
+        f"FROM {rows.table(Attempt)} a JOIN {rows.table(Job)} j ON j.id = a.job_id "
+        f"JOIN {rows.table(Stage)} s ON s.id = j.stage_id "
+        f"JOIN {rows.table(Campaign)} c ON c.id = s.campaign_id "
+        f"WHERE a.uid IN ({marks}) ORDER BY a.id{rows.for_update('a')}",
+        uids,
+        extra=5,
+    )
+    by_uid = {}
+    for attempt, names in found:
+        attempt._names, attempt._campaign_id = names[:4], names[4]
+        by_uid[attempt.uid] = attempt
+    out: list[Attempt | IdentityError | None] = []
+    for h in heartbeats:
+        attempt = by_uid.get(h.identity.attempt)
+        if attempt is not None:
+            try:
+                _check_identity(attempt, experiment=h.experiment, identity=h.identity)
+            except IdentityError as exc:
+                out.append(exc)
+                continue
+            _heartbeat_apply(attempt, at=h.at, metrics=h.metrics, log_end=h.log_end)
+        out.append(attempt)
+    rows.update_many([a for a in out if isinstance(a, Attempt)], _HEARTBEAT_FIELDS)
+    return out
 
 
 def _state_without_success(job: Job, *, excluding: Attempt) -> str:

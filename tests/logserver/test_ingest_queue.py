@@ -11,6 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection, connections
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from logserver import queue
 from logserver.models import IngestEvent, LogChunk
@@ -311,3 +312,72 @@ def test_the_follow_ups_of_a_drained_batch_run_once_it_commits(api, stage):
     assert liveness.revived_at is not None
     classified = AttemptClassification.objects.get(attempt__uid=failed)
     assert classified.error_class is not None
+
+
+def test_heartbeats_drained_together_keep_the_single_path_rules(api, stage, experiment):
+    """Heartbeats of many attempts are applied with one UPDATE; each keeps the
+    rules of the one-by-one path: a peak never drops, an older heartbeat's
+    metrics do not overwrite a newer one's, an unseen attempt is created, a
+    heartbeat naming another job's attempt is rejected."""
+    known, unseen, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    post(api, "start", ident(known, "k.root", host="wn1"))
+    post(api, "start", ident(other, "o.root", host="wn2"))
+    t0 = "2026-11-28T10:00:00+00:00"
+    t1 = "2026-11-28T10:05:00+00:00"
+    post(
+        api,
+        "heartbeat",
+        ident(
+            known,
+            "k.root",
+            time=t1,
+            metrics={"cpu_s": 50, "wall_s": 100, "peak_rss_bytes": 900},
+            log={"offset": 0, "data": "a\n"},
+        ),
+    )
+    queue.queue_drain()
+    # Next batch: an older heartbeat of `known` (late), a first one of `unseen`,
+    # and one that names `other` under the wrong job.
+    post(
+        api,
+        "heartbeat",
+        ident(
+            known,
+            "k.root",
+            time=t0,
+            metrics={"cpu_s": 10, "wall_s": 20, "peak_rss_bytes": 2000},
+            log={"offset": 2, "data": "b\n"},
+        ),
+    )
+    post(api, "heartbeat", ident(unseen, "u.root", metrics={"cpu_s": 1, "wall_s": 2}))
+    wrong = ident(other, "not-its-job.root", metrics={"cpu_s": 1})
+    post(api, "heartbeat", wrong)
+
+    with CaptureQueriesContext(connection) as queries:
+        result = queue.queue_drain()
+
+    assert (result.applied, result.rejected) == (2, 1)
+    batch_updates = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith("WITH v(") and "prodmon_attempt" in q["sql"]
+    ]
+    assert len(batch_updates) == 1  # one UPDATE for the heartbeats of known attempts
+    a = Attempt.objects.get(uid=known)
+    assert (a.cpu_s, a.wall_s) == (50, 100)  # the newer heartbeat's metrics stand
+    assert a.peak_rss_bytes == 900  # a late heartbeat does not touch metrics
+    assert a.log_bytes == 4
+    assert (
+        b"".join(
+            LogChunk.objects.filter(attempt=a).order_by("offset").values_list("data", flat=True)
+        )
+        == b"a\nb\n"
+    )
+    u = Attempt.objects.get(uid=unseen)
+    assert u.status == Attempt.Status.RUNNING
+    assert u.cpu_s == 1
+    assert u.job.key == "u.root"
+    row = IngestEvent.objects.get(event_id=wrong["event_id"])
+    assert row.state == "rejected"
+    assert "belongs to another job" in row.note
+    assert Attempt.objects.get(uid=other).cpu_s is None
