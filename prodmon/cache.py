@@ -33,10 +33,12 @@ class PooledRedisCache(RedisCache):
 
     def incr_window(self, key: str, delta: int, timeout: int) -> int:
         """Add `delta` to a counter that expires `timeout` seconds after it was
-        created; the new value. One round trip (MULTI: SET NX EX, INCRBY),
-        where `incr` costs two (EXISTS, then INCRBY) and needs an `add` first."""
+        created; the new value. One round trip (INCRBY) except for the call
+        that creates the counter, which also sets its expiry; `incr` costs two
+        (EXISTS, then INCRBY) and needs an `add` first."""
         key = self.make_and_validate_key(key)
-        pipe = self._cache.get_client(key, write=True).pipeline(transaction=True)
-        pipe.set(key, 0, ex=timeout, nx=True)
-        pipe.incrby(key, delta)
-        return pipe.execute()[1]
+        client = self._cache.get_client(key, write=True)
+        value = client.incrby(key, delta)
+        if value == delta:  # created by this call
+            client.expire(key, timeout)
+        return value
