@@ -42,6 +42,7 @@ from bench._common import (
     percentile,
     production_env,
 )
+from bench.ingest import drain_process, wait_applied
 
 DB_NAME = "prodmon_bench_bulk"
 # Its own Redis database: the run empties it afterwards (the enqueued index tasks).
@@ -140,6 +141,12 @@ def main() -> None:
     )
     parser.add_argument("--lines", type=int, default=100, help="log lines per heartbeat")
     parser.add_argument("--clients", type=int, default=4, help="concurrent load connections")
+    parser.add_argument(
+        "--mode",
+        choices=("queued", "inline"),
+        default="queued",
+        help="PRODMON_INGEST_MODE of the server (default: queued, as deployed)",
+    )
     args = parser.parse_args()
     duration = 8 if args.quick else 30
     args.events = args.events or (25 if args.quick else 100)
@@ -150,16 +157,21 @@ def main() -> None:
         f"production settings, PostgreSQL {PG_ADMIN_URL}/{DB_NAME}, broker {BULK_BROKER_URL}; "
         f"{args.clients} keep-alive clients for {duration} s, bulk requests of {args.events} "
         f"heartbeats x {args.lines} log lines (~100 bytes each), {n_attempts} attempts; "
-        "then one COPY (FORMAT BINARY) of the same chunks into logserver_logchunk"
+        "then one COPY (FORMAT BINARY) of the same chunks into logserver_logchunk; "
+        f"ingest mode {args.mode}"
+        + (" (one ingest_drain process)" if args.mode == "queued" else "")
     )
     print(machine())
     database_url = fresh_database(DB_NAME)
-    env = production_env(database_url, CELERY_BROKER_URL=BULK_BROKER_URL)
+    env = production_env(
+        database_url, CELERY_BROKER_URL=BULK_BROKER_URL, PRODMON_INGEST_MODE=args.mode
+    )
     manage(env, "migrate", "--noinput", "-v0")
     token = manage(env, "shell", "-c", SETUP).strip().splitlines()[-1]
 
     attempts = [(a, str(uuid.uuid4())) for a in range(n_attempts)]
-    with gunicorn(env, args.workers, args.threads) as url:
+    queued = args.mode == "queued"
+    with gunicorn(env, args.workers, args.threads) as url, drain_process(env, queued):
         parts = urlsplit(url)
         conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
         for i in range(0, n_attempts, 100):  # the attempts exist before timing
@@ -175,6 +187,8 @@ def main() -> None:
             ]
             assert _post(conn, token, {"events": starts})["accepted"] == len(starts)
         conn.close()
+        if queued:
+            wait_applied(database_url)
         out: list = []
         lock = threading.Lock()
         threads = [
@@ -197,9 +211,13 @@ def main() -> None:
             t.start()
         for t in threads:
             t.join()
+        # Count a line once it is stored: in the queued mode, once drained.
+        waited = wait_applied(database_url) if queued else 0.0
     chunks = [k for o in out for k in o[0]]
     latencies = [x for o in out for x in o[1]]
-    elapsed = max(o[2] for o in out)
+    elapsed = max(o[2] for o in out) + waited
+    if queued:
+        print(f"ingest queue drained {waited:.1f} s after the load stopped (counted in the time)")
     lines_sent = len(chunks) * args.lines
     bytes_sent = sum(k[2] for k in chunks)
     bulk_rate = lines_sent / elapsed
