@@ -2,8 +2,14 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from logserver import services
-from logserver.models import FullLog, IngestToken, LogIndexCursor, LogRetentionPolicy
+from logserver import queue, services
+from logserver.models import (
+    FullLog,
+    IngestEvent,
+    IngestToken,
+    LogIndexCursor,
+    LogRetentionPolicy,
+)
 
 
 class TokenCreateForm(forms.ModelForm):
@@ -107,3 +113,27 @@ class LogIndexCursorAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(IngestEvent)
+class IngestEventAdmin(admin.ModelAdmin):
+    """Ingested events; in the queued mode, those waiting or rejected, with why."""
+
+    list_display = ["event_id", "experiment", "kind", "state", "received_at", "applied_at", "note"]
+    list_filter = ["state", "kind", "experiment"]
+    search_fields = ["event_id"]
+    readonly_fields = [f.name for f in IngestEvent._meta.fields]
+    actions = ["requeue"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Queue the selected rejected events again")
+    def requeue(self, request, queryset):
+        count = queue.rejected_requeue(
+            ids=queryset.values_list("pk", flat=True), actor=request.user
+        )
+        self.message_user(request, f"{count} rejected events queued again")

@@ -334,10 +334,28 @@ def queue_stats() -> QueueStats:
     )
 
 
-def rejected_requeue(*, experiment: Experiment | None = None) -> int:
+def rejected_requeue(*, experiment: Experiment | None = None, ids=None, actor=None) -> int:
     """Put rejected events back in the queue (after fixing their cause, e.g.
-    creating a missing stage). Returns how many."""
+    creating a missing stage), all of an experiment's or those with the row
+    `ids`. Audited per experiment. Returns how many."""
+    from prodmon.services import audit_record
+
     qs = IngestEvent.objects.filter(state=IngestEvent.State.REJECTED, payload__isnull=False)
     if experiment is not None:
         qs = qs.filter(experiment=experiment)
-    return qs.update(state=QUEUED, note="", applied_at=None)
+    if ids is not None:
+        qs = qs.filter(pk__in=list(ids))
+    total = 0
+    for experiment_id in sorted(set(qs.values_list("experiment_id", flat=True))):
+        of_experiment = qs.filter(experiment_id=experiment_id)
+        event_ids = sorted(of_experiment.values_list("event_id", flat=True))
+        count = of_experiment.update(state=QUEUED, note="", applied_at=None)
+        total += count
+        audit_record(
+            actor=actor,
+            action="ingest.requeue",
+            experiment=Experiment.objects.get(pk=experiment_id),
+            params={"events": event_ids[:100], "count": count},
+            result=f"{count} rejected events queued again",
+        )
+    return total

@@ -381,3 +381,28 @@ def test_heartbeats_drained_together_keep_the_single_path_rules(api, stage, expe
     assert row.state == "rejected"
     assert "belongs to another job" in row.note
     assert Attempt.objects.get(uid=other).cpu_s is None
+
+
+def test_an_admin_requeues_rejected_events_and_it_is_audited(api, stage, experiment, admin_client):
+    from prodmon.models import AuditEntry
+
+    bad = ident(uuid.uuid4(), campaign="later", host="wn9")
+    post(api, "start", bad)
+    queue.queue_drain()
+    row = IngestEvent.objects.get(event_id=bad["event_id"])
+    page = admin_client.get("/admin/logserver/ingestevent/?state__exact=rejected")
+    assert page.status_code == 200
+    assert bad["event_id"] in page.content.decode()
+    StageFactory(campaign=CampaignFactory(experiment=experiment, name="later"), name="gen")
+
+    r = admin_client.post(
+        "/admin/logserver/ingestevent/",
+        {"action": "requeue", "_selected_action": [row.pk]},
+    )
+
+    assert r.status_code == 302
+    assert IngestEvent.objects.get(pk=row.pk).state == "queued"
+    entry = AuditEntry.objects.get(action="ingest.requeue")
+    assert entry.experiment == experiment
+    assert entry.params == {"events": [bad["event_id"]], "count": 1}
+    assert queue.queue_drain().applied == 1
