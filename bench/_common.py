@@ -131,6 +131,12 @@ def gunicorn(env: dict, workers: int, threads: int):
                     ) from None
                 time.sleep(0.2)
         yield url
+    except BaseException:
+        # Whatever went wrong in the caller, the server's own log says why.
+        log.seek(0)
+        tail = log.read()[-6000:].decode(errors="replace")
+        print(f"--- gunicorn log (last 6000 bytes) ---\n{tail}\n--- end of gunicorn log ---")
+        raise
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
