@@ -52,9 +52,11 @@ class ErrorSummaryApi(APIView):
     """Failures and wall time lost per error class, and the stage x site matrix."""
 
     class ErrorSummaryInputSerializer(serializers.Serializer):
-        experiment = serializers.IntegerField(required=False)
-        campaign = serializers.IntegerField(required=False)
-        stage = serializers.IntegerField(required=False)
+        # Ids are 64-bit: a larger number is a 400 naming the field, not an
+        # overflow in the database driver (SQLite raises on it).
+        experiment = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+        campaign = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+        stage = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
         site = serializers.CharField(required=False, allow_blank=True, max_length=128)
         window = serializers.ChoiceField(
             choices=list(selectors.WINDOWS), required=False, default=selectors.DEFAULT_WINDOW

@@ -77,3 +77,12 @@ def test_it_validates_filters(people):
     client = Client()
     client.force_login(people["viewer"])
     assert client.get(reverse("api-error-summary"), {"window": "forever"}).status_code == 400
+
+
+@pytest.mark.parametrize("field", ["experiment", "campaign", "stage"])
+def test_an_id_beyond_64_bits_is_a_named_400_not_a_database_error(people, field):
+    client = Client()
+    client.force_login(people["viewer"])
+    r = client.get(reverse("api-error-summary"), {field: str(2**70)})
+    assert r.status_code == 400
+    assert field in r.json()["fields"]
