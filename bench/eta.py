@@ -2,6 +2,7 @@
 
     python -m bench.eta [--seed N] [--policy fifo|downstream] [--slots N] [--no-history]
     python -m bench.eta --sweep 6     # seeds 1-6 under both policies: a table per stage
+    python -m bench.eta --sweep 6 --start-seed 7   # seeds 7-12: a check on unseen seeds
 
 A discrete-event simulation produces a realistic finished campaign: four
 stages with dependencies (gen -> sim -> reco -> merge, a merge job taking 50
@@ -293,17 +294,27 @@ def fmt_h(seconds: float | None) -> str:
     return "—" if seconds is None else f"{seconds / HOUR:6.1f} h"
 
 
-def score(seed: int, slots: int, policy: str, history: bool, params: EtaParams | None = None):
-    """Replay one campaign; the checkpoints as rows and the campaign's errors."""
+def score(
+    seed: int,
+    slots: int,
+    policy: str,
+    history: bool,
+    params: EtaParams | None = None,
+    timings: list[float] | None = None,
+):
+    """Replay one campaign; the checkpoints as rows and the campaign's errors.
+    `timings` collects the seconds each estimate_campaign call took."""
     params = params or EtaParams()
     jobs = simulate(seed, slots, policy)
     histories = job_type_histories(seed + 1000, slots, policy) if history else None
     earlier = pool_history(seed + 1000, slots, policy) if history else []
 
     def estimate(t):
-        etas, camp = estimate_campaign(
-            snapshots_at(jobs, t, histories, EPOCH), EPOCH + t, params, earlier
-        )
+        snaps = snapshots_at(jobs, t, histories, EPOCH)
+        began = time.perf_counter()
+        etas, camp = estimate_campaign(snaps, EPOCH + t, params, earlier)
+        if timings is not None:
+            timings.append(time.perf_counter() - began)
         for e in [*etas.values(), camp]:
             for name in ("eta", "low", "high", "not_before"):
                 if getattr(e, name) is not None:
@@ -356,11 +367,12 @@ def sweep(seeds: list[int], slots: int, history: bool) -> None:
         f"sweep: seeds {seeds[0]}-{seeds[-1]}, pool {slots}, history {'yes' if history else 'no'}"
     )
     worst_25 = 0.0
+    timings: list[float] = []
     for policy in ("fifo", "downstream"):
         table: dict = {}
         inside = total = 0
         for seed in seeds:
-            _, _, rows, _ = score(seed, slots, policy, history)
+            _, _, rows, _ = score(seed, slots, policy, history, timings=timings)
             for r in rows:
                 table.setdefault((r["stage"], r["q"]), []).append(r["error"])
                 if r["inside"] is not None:
@@ -378,11 +390,18 @@ def sweep(seeds: list[int], slots: int, history: bool) -> None:
             print(f"    {spec.name:<8}  " + "  ".join(f"{c:<13}" for c in cells))
         print(f"    band coverage {inside}/{total}")
     print(f"worst stage error at 25 % over all seeds and policies: {worst_25:.3f}")
+    print(f"estimate_campaign: {1000 * sum(timings) / len(timings):.0f} ms per call (mean)")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--start-seed",
+        type=int,
+        default=1,
+        help="with --sweep: the first seed (settings are chosen on 1-6 and checked on 7-12)",
+    )
     parser.add_argument("--slots", type=int, default=400, help="pool size at the daily peak")
     parser.add_argument("--policy", choices=("fifo", "downstream"), default="fifo")
     parser.add_argument(
@@ -395,12 +414,13 @@ def main(argv=None) -> None:
         metavar="N",
         type=int,
         default=0,
-        help="instead: seeds 1..N under both policies, a table per stage and checkpoint",
+        help="instead: N seeds from --start-seed under both policies, a table per stage",
     )
     args = parser.parse_args(argv)
     began = time.monotonic()
     if args.sweep:
-        sweep(list(range(1, args.sweep + 1)), args.slots, not args.no_history)
+        seeds = list(range(args.start_seed, args.start_seed + args.sweep))
+        sweep(seeds, args.slots, not args.no_history)
         print(f"elapsed {time.monotonic() - began:.1f} s")
         return
 
@@ -424,7 +444,10 @@ def main(argv=None) -> None:
         "job-type history: "
         + ("none" if args.no_history else f"an earlier campaign (seed {args.seed + 1000})")
     )
-    jobs, finish, rows, campaign = score(args.seed, args.slots, args.policy, not args.no_history)
+    timings: list[float] = []
+    jobs, finish, rows, campaign = score(
+        args.seed, args.slots, args.policy, not args.no_history, timings=timings
+    )
     done = [sorted(j.done_at for j in stage if j.done_at is not None) for stage in jobs]
     attempts = sum(len(j.attempts) for stage in jobs for j in stage)
     print(f"simulated {attempts} attempts; stage finishes (to target):")
@@ -452,6 +475,7 @@ def main(argv=None) -> None:
     print("campaign ETA relative error at campaign " + ", ".join(line))
     if total:
         print(f"band coverage: {inside}/{total} actual finishes inside the predicted band")
+    print(f"estimate_campaign: {1000 * sum(timings) / len(timings):.0f} ms per call (mean)")
     print(f"elapsed {time.monotonic() - began:.1f} s")
     means = {q: sum(v) / len(v) for q, v in errors.items() if v}
     print(
