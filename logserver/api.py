@@ -2,11 +2,15 @@
 log search, and the Loki push endpoint. Thin: validate, call one service or
 selector, answer."""
 
+import json
+
 from django.conf import settings
 from django.db import transaction
+from django.http import HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import AuthenticationFailed, NotFound, ParseError, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -18,12 +22,13 @@ from logserver.auth import (
     IngestTokenAuthentication,
     IngestTokenBasicAuthentication,
     caller_experiment_ids,
+    token_authenticate,
 )
 from logserver.errors import PayloadTooLarge, error_response, validation_payload
-from logserver.models import LogLevel
+from logserver.models import TOKEN_PREFIX, LogLevel
 from logserver.parsers import decode_body, parse_json_bytes
 from logserver.serializers import SERIALIZERS, BulkSerializer, event_validate
-from logserver.throttles import IngestRateThrottle
+from logserver.throttles import IngestRateThrottle, ingest_admit
 from logserver.views import log_download_response
 from prodmon import selectors as production_selectors
 from prodmon.services import IdentityError
@@ -118,6 +123,58 @@ class EndApi(_IngestView):
     """An attempt ended: exit code or signal, metrics, outputs."""
 
     kind = "end"
+
+
+def queued_fast_path(kind: str, drf_view):
+    """The queued mode's answer to a well-formed event, without DRF's request
+    machinery (content negotiation, request and response wrapping, renderer):
+    about a sixth of a single-event request's CPU. Exactly the same checks
+    run, in the same order: token (cached per process), ingest scope, rate
+    limits, JSON body, the event's serializer. Anything that does not pass,
+    or a request this path does not handle (gzip, another content type, the
+    inline mode), goes to the DRF view, which answers it as always: every
+    error keeps its one format and status."""
+
+    @csrf_exempt
+    def view(request, *args, **kwargs):
+        if (
+            request.method != "POST"
+            or not ingest_queue.queued_mode()
+            or request.content_type != "application/json"
+            or (request.encoding or "utf-8").lower() != "utf-8"
+            or request.META.get("HTTP_CONTENT_ENCODING")
+            or int(request.META.get("CONTENT_LENGTH") or 0) > settings.INGEST_MAX_BODY_BYTES
+        ):
+            return drf_view(request, *args, **kwargs)
+        header = request.META.get("HTTP_AUTHORIZATION", "").split()
+        if len(header) != 2 or header[0] != "Bearer" or not header[1].startswith(TOKEN_PREFIX):
+            return drf_view(request, *args, **kwargs)
+        try:
+            _, token = token_authenticate(header[1])
+        except AuthenticationFailed:
+            return drf_view(request, *args, **kwargs)
+        if not token.has_scope("ingest") or not ingest_admit(token=token, weight=1):
+            # A refusal is DRF's to write (a throttled request is counted
+            # again there; its window is full either way).
+            return drf_view(request, *args, **kwargs)
+        try:
+            data = parse_json_bytes(request.body)
+        except ParseError:
+            return drf_view(request, *args, **kwargs)
+        serializer = event_validate(kind, data)
+        if serializer.errors:
+            return drf_view(request, *args, **kwargs)
+        (outcome,) = ingest_queue.events_enqueue(
+            token=token, events=[(kind, serializer.validated_data)]
+        )
+        code = status.HTTP_202_ACCEPTED if outcome.status == "accepted" else status.HTTP_200_OK
+        return HttpResponse(
+            json.dumps(_result(outcome, queued=True)), status=code, content_type="application/json"
+        )
+
+    view.cls = getattr(drf_view, "cls", None)  # drf-spectacular finds the schema here
+    view.initkwargs = getattr(drf_view, "initkwargs", {})
+    return view
 
 
 class BulkApi(APIView):

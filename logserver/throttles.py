@@ -63,6 +63,20 @@ def _weight(request) -> int:
     return 1
 
 
+def ingest_admit(*, token, weight: int) -> bool:
+    """The checks of IngestRateThrottle for a token's request outside DRF
+    (the queued fast path): global capacity, then the token's own rate."""
+    capacity = settings.PRODMON_INGEST_CAPACITY
+    if capacity > 0 and not window_admit("ingest-capacity", weight, capacity, 1, time.time())[0]:
+        return False
+    rate = parse_rate(api_settings.DEFAULT_THROTTLE_RATES.get(IngestRateThrottle.scope))
+    if rate is None:
+        return True
+    return window_admit(
+        f"throttle:{IngestRateThrottle.scope}:token-{token.pk}", 1, rate[0], rate[1], time.time()
+    )[0]
+
+
 class GlobalIngestThrottle(BaseThrottle):
     """A one-second window of events shared by all workers."""
 

@@ -406,3 +406,91 @@ def test_an_admin_requeues_rejected_events_and_it_is_audited(api, stage, experim
     assert entry.experiment == experiment
     assert entry.params == {"events": [bad["event_id"]], "count": 1}
     assert queue.queue_drain().applied == 1
+
+
+def _bad_requests(raw_token, read_only, revoked):
+    good = ident(uuid.uuid4(), host="wn1")
+    return {
+        "no token": ({}, json.dumps(good), "application/json"),
+        "unknown token": (
+            {"HTTP_AUTHORIZATION": "Bearer pm_" + "x" * 43},
+            json.dumps(good),
+            "application/json",
+        ),
+        "revoked token": (
+            {"HTTP_AUTHORIZATION": f"Bearer {revoked}"},
+            json.dumps(good),
+            "application/json",
+        ),
+        "read-only token": (
+            {"HTTP_AUTHORIZATION": f"Bearer {read_only}"},
+            json.dumps(good),
+            "application/json",
+        ),
+        "not JSON": ({"HTTP_AUTHORIZATION": f"Bearer {raw_token}"}, "{nope", "application/json"),
+        "NaN": (
+            {"HTTP_AUTHORIZATION": f"Bearer {raw_token}"},
+            '{"cores": NaN}',
+            "application/json",
+        ),
+        "invalid field": (
+            {"HTTP_AUTHORIZATION": f"Bearer {raw_token}"},
+            json.dumps({**good, "cores": 0}),
+            "application/json",
+        ),
+        "form body": (
+            {"HTTP_AUTHORIZATION": f"Bearer {raw_token}"},
+            "a=b",
+            "application/x-www-form-urlencoded",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "no token",
+        "unknown token",
+        "revoked token",
+        "read-only token",
+        "not JSON",
+        "NaN",
+        "invalid field",
+        "form body",
+    ],
+)
+def test_the_queued_fast_path_refuses_exactly_as_the_inline_mode(
+    case, stage, experiment, ingest_token, settings
+):
+    from logserver.services import token_revoke
+    from tests.factories import make_token
+
+    _, read_only = make_token(experiment, scopes=("read",), name="ro")
+    gone, revoked = make_token(experiment, scopes=("ingest",), name="gone")
+    token_revoke(token=gone)
+    headers, body, content_type = _bad_requests(ingest_token[1], read_only, revoked)[case]
+    answers = []
+    for mode in ("inline", "queued"):
+        settings.PRODMON_INGEST_MODE = mode
+        r = Client().post("/api/v1/ingest/start/", data=body, content_type=content_type, **headers)
+        answers.append((r.status_code, r.json()))
+    assert answers[0] == answers[1]
+    assert 400 <= answers[0][0] < 500
+    assert not IngestEvent.objects.exists()
+
+
+def test_the_queued_fast_path_answers_429_as_drf_does(api, stage, settings):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"ingest": "2/min", "ui": "600/min"},
+    }
+    from django.core.cache import cache
+
+    cache.clear()
+    codes = [post(api, "start", ident(uuid.uuid4(), host="wn1")).status_code for _ in range(3)]
+    assert codes == [202, 202, 429]
+    r = post(api, "start", ident(uuid.uuid4(), host="wn1"))
+    assert r.status_code == 429
+    assert int(r["Retry-After"]) >= 1
+    assert r.json()["error"] == "throttled"
+    assert IngestEvent.objects.count() == 2
