@@ -38,7 +38,13 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from logserver.models import IngestEvent, IngestToken
-from logserver.services import IngestOutcome, event_apply, followups, heartbeats_apply
+from logserver.services import (
+    IngestOutcome,
+    event_apply,
+    followups,
+    heartbeats_apply,
+    starts_apply,
+)
 from prodmon.models import Experiment
 from prodmon.services import IdentityError
 
@@ -173,10 +179,11 @@ def _apply_row(row: _Row, experiments: dict[int, Experiment]) -> None:
 
 def _apply_batch(rows: list[_Row], experiments: dict[int, Experiment]) -> None:
     """Apply a batch in rounds: round k holds the k-th event of each attempt,
-    so an attempt's events keep their order. In a round the starts and ends
-    are applied one by one and the heartbeats together (heartbeats_apply);
-    events of different attempts commute, as they do between concurrent
-    requests in the inline mode."""
+    so an attempt's events keep their order. In a round the starts are
+    applied together (starts_apply: new attempts of new jobs; the rest one by
+    one), then the ends one by one, then the heartbeats together
+    (heartbeats_apply); events of different attempts commute, as they do
+    between concurrent requests in the inline mode."""
     rounds: list[list[_Row]] = []
     seen: dict[str, int] = {}
     for row in rows:
@@ -188,23 +195,26 @@ def _apply_batch(rows: list[_Row], experiments: dict[int, Experiment]) -> None:
             rounds.append([])
         rounds[k].append(row)
     for group in rounds:
-        beats = []
+        starts = [row for row in group if row.kind == "start"]
+        if starts:
+            _apply_together(starts_apply, starts, experiments)
         for row in group:
-            if row.kind == "heartbeat":
-                beats.append(row)
-            else:
+            if row.kind == "end":
                 _apply_row(row, experiments)
+        beats = [row for row in group if row.kind == "heartbeat"]
         if beats:
-            _apply_heartbeats(beats, experiments)
+            _apply_together(heartbeats_apply, beats, experiments)
 
 
-def _apply_heartbeats(beats: list[_Row], experiments: dict[int, Experiment]) -> None:
+def _apply_together(apply, group: list[_Row], experiments: dict[int, Experiment]) -> None:
+    """Events of one kind and distinct attempts through `apply` (starts_apply,
+    heartbeats_apply); those it leaves (None) one by one."""
     items = [
         (_experiment(row, experiments), row.data, row.data.get("time") or row.received_at)
-        for row in beats
+        for row in group
     ]
-    attempts = heartbeats_apply(items)
-    for row, attempt in zip(beats, attempts, strict=True):
+    attempts = apply(items)
+    for row, attempt in zip(group, attempts, strict=True):
         if attempt is None:  # not recorded yet: the single path creates it
             _apply_row(row, experiments)
         elif isinstance(attempt, IdentityError):

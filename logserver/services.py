@@ -197,6 +197,33 @@ def heartbeats_apply(items: list[tuple[Experiment, dict, dt.datetime]]) -> list:
     return attempts
 
 
+def starts_apply(items: list[tuple[Experiment, dict, dt.datetime]]) -> list:
+    """Apply validated starts of distinct attempts together (the queue drain);
+    see prodmon.services.attempts_record_starts. Per start: its Attempt, None
+    (apply it with `event_apply`) or the IdentityError that refused it."""
+    specs = [
+        production.StartSpec(
+            experiment=experiment,
+            identity=_identity(data),
+            at=at,
+            hostname=data["host"],
+            site=data.get("site", ""),
+            node_properties=data.get("node"),
+            cores=data.get("cores"),
+            batch_id=data.get("batch_id", ""),
+        )
+        for experiment, data, at in items
+    ]
+    attempts = production.attempts_record_starts(starts=specs)
+    chunks = [
+        (attempt, data["log"]["offset"], data["log"]["bytes"], at)
+        for attempt, (_, data, at) in zip(attempts, items, strict=True)
+        if isinstance(attempt, Attempt) and data.get("log")
+    ]
+    log_chunks_store(chunks)
+    return attempts
+
+
 def _index_soon(attempt_id: int) -> None:
     # Never fail an acknowledged ingest over indexing: the reconciler catches up.
     from logserver.indexing import log_index_enqueue

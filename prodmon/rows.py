@@ -183,3 +183,55 @@ def insert(model: type[models.Model], conflict: tuple[str, ...] = (), **values):
     obj._state.adding = False
     obj._state.db = connection.alias
     return obj
+
+
+def insert_many(model: type[models.Model], conflict: tuple[str, ...], rows_values: list[dict]):
+    """`insert` of many rows in one statement, ON CONFLICT (`conflict`) DO
+    NOTHING. Returns, per row, its instance, or None where a row with the
+    same `conflict` values existed (or came earlier in `rows_values`)."""
+    if not rows_values:
+        return []
+    qn = connection.ops.quote_name
+    now = timezone.now()
+    fields = [f for f in _fields(model) if not (f.primary_key or f.generated)]
+    conflict_fields = [model._meta.get_field(n) for n in conflict]
+    objs, params = [], []
+    for values in rows_values:
+        obj = model()
+        for field in fields:
+            if field.name in values:
+                setattr(obj, field.name, values[field.name])
+            elif field.attname in values:
+                setattr(obj, field.attname, values[field.attname])
+            elif getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+                setattr(obj, field.attname, now)
+            params.append(field.get_db_prep_save(getattr(obj, field.attname), connection))
+        objs.append(obj)
+    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    targets = ", ".join(qn(f.column) for f in conflict_fields)
+    returning = ", ".join([qn(model._meta.pk.column), *(qn(f.column) for f in conflict_fields)])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table(model)} ({', '.join(qn(f.column) for f in fields)}) "  # noqa: S608
+            f"VALUES {', '.join([row_sql] * len(objs))} ON CONFLICT ({targets}) DO NOTHING "
+            f"RETURNING {returning}",
+            params,
+        )
+        inserted = {tuple(row[1:]): row[0] for row in cursor.fetchall()}
+    out = []
+    for obj in objs:
+        key = tuple(
+            f.get_db_prep_save(getattr(obj, f.attname), connection) for f in conflict_fields
+        )
+        pk = inserted.pop(key, None)
+        if pk is None:
+            out.append(None)
+            continue
+        obj.pk = pk
+        for field in _fields(model):
+            if field.generated:
+                obj.__dict__.pop(field.attname, None)
+        obj._state.adding = False
+        obj._state.db = connection.alias
+        out.append(obj)
+    return out

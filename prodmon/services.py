@@ -173,6 +173,64 @@ def audit_record(
 # --- nodes --------------------------------------------------------------------
 
 
+def _node_touch(node: Node, *, site: str, properties: dict, at: dt.datetime) -> None:
+    """What a start on `node` changes of it (written here when anything does)."""
+    changed = {}
+    if site and node.site != site:
+        changed["site"] = site
+    merged = {**node.properties, **properties}
+    if merged != node.properties:
+        changed["properties"] = merged
+    if at - node.last_seen > NODE_TOUCH_INTERVAL:
+        changed["last_seen"] = at
+    if changed:
+        for key, value in changed.items():
+            setattr(node, key, value)
+        rows.update(node, changed)
+
+
+def nodes_upsert(specs: list[tuple[str, str, dict, dt.datetime]]) -> dict[str, Node]:
+    """node_upsert for many (hostname, site, properties, at), in order: one
+    SELECT, one INSERT of the new ones, an UPDATE per node that changed.
+    Hostname -> node; a node another transaction inserts meanwhile is missing
+    (the caller uses node_upsert for it)."""
+    hostnames = sorted({h for h, _, _, _ in specs})
+    marks = ", ".join(["%s"] * len(hostnames))
+    nodes = {
+        n.hostname: n
+        for n, _ in rows.fetch_all(
+            Node,
+            f"SELECT {rows.select_list(Node, 'n')} FROM {rows.table(Node)} n "  # noqa: S608
+            f"WHERE n.hostname IN ({marks})",
+            hostnames,
+        )
+    }
+    new: dict[str, dict] = {}
+    for hostname, site, properties, at in specs:
+        if hostname in nodes:
+            continue
+        first = new.setdefault(
+            hostname,
+            {
+                "hostname": hostname,
+                "site": site,
+                "properties": {},
+                "first_seen": at,
+                "last_seen": at,
+            },
+        )
+        first["site"] = site or first["site"]
+        first["properties"] = {**first["properties"], **properties}
+    created = rows.insert_many(Node, ("hostname",), list(new.values()))
+    fresh = {n.hostname for n in created if n is not None}
+    nodes.update({n.hostname: n for n in created if n is not None})
+    for hostname, site, properties, at in specs:
+        node = nodes.get(hostname)
+        if node is not None and hostname not in fresh:
+            _node_touch(node, site=site, properties=properties, at=at)
+    return nodes
+
+
 def node_upsert(*, hostname: str, site: str, properties: dict, at: dt.datetime) -> Node:
     found = rows.fetch(
         Node,
@@ -196,18 +254,7 @@ def node_upsert(*, hostname: str, site: str, properties: dict, at: dt.datetime) 
         node = Node.objects.get(hostname=hostname)
     else:
         node = found[0]
-    changed = {}
-    if site and node.site != site:
-        changed["site"] = site
-    merged = {**node.properties, **properties}
-    if merged != node.properties:
-        changed["properties"] = merged
-    if at - node.last_seen > NODE_TOUCH_INTERVAL:
-        changed["last_seen"] = at
-    if changed:
-        for key, value in changed.items():
-            setattr(node, key, value)
-        rows.update(node, changed)
+    _node_touch(node, site=site, properties=properties, at=at)
     return node
 
 
@@ -425,6 +472,109 @@ def attempt_record_start(
         job.state = Job.State.RUNNING
         rows.update(job, ["state", "updated_at"])
     return attempt
+
+
+@dataclass(frozen=True)
+class StartSpec:
+    experiment: Experiment
+    identity: AttemptIdentity
+    at: dt.datetime
+    hostname: str
+    site: str = ""
+    node_properties: dict | None = None
+    cores: int | None = None
+    batch_id: str = ""
+
+
+def attempts_record_starts(*, starts: list[StartSpec]) -> list[Attempt | IdentityError | None]:
+    """attempt_record_start for the usual start, together: an attempt never
+    seen, the first of a job never seen. One SELECT for known attempts, one
+    per stage, one for nodes, an INSERT of the new nodes, one of the jobs and
+    one of the attempts. Per start: its new Attempt; the IdentityError that
+    refused it; or None where this path does not apply (the attempt or its
+    job exists: a retry, a late start, a second attempt of a new job in the
+    same batch): the caller applies that one with attempt_record_start."""
+    uids = [_UID.get_db_prep_value(x.identity.attempt, connection) for x in starts]
+    if len(set(uids)) != len(uids):
+        raise ValueError("a batch of starts must name each attempt once")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT uid FROM {rows.table(Attempt)} "  # noqa: S608
+            f"WHERE uid IN ({', '.join(['%s'] * len(uids))})",
+            uids,
+        )
+        known = {_UID.to_python(row[0]) for row in cursor.fetchall()}
+    out: list[Attempt | IdentityError | None] = [None] * len(starts)
+    stages: dict[tuple, Stage | IdentityError] = {}
+    todo: list[int] = []
+    for i, x in enumerate(starts):
+        if x.identity.attempt in known:
+            continue
+        key = (x.experiment.pk, x.identity.campaign, x.identity.stage)
+        if key not in stages:
+            try:
+                stages[key] = _stage_resolve(experiment=x.experiment, identity=x.identity)
+            except IdentityError as exc:
+                stages[key] = exc
+        if isinstance(stages[key], IdentityError):
+            out[i] = stages[key]
+        else:
+            todo.append(i)
+    if not todo:
+        return out
+    nodes = nodes_upsert(
+        [
+            (starts[i].hostname, starts[i].site, starts[i].node_properties or {}, starts[i].at)
+            for i in todo
+        ]
+    )
+    todo = [i for i in todo if starts[i].hostname in nodes]
+    stage_of = {
+        i: stages[(starts[i].experiment.pk, starts[i].identity.campaign, starts[i].identity.stage)]
+        for i in todo
+    }
+    jobs = rows.insert_many(
+        Job,
+        ("stage", "key"),
+        [
+            {
+                "stage_id": stage_of[i].pk,
+                "key": starts[i].identity.job,
+                "attempt_count": 1,
+                "state": Job.State.RUNNING,
+            }
+            for i in todo
+        ],
+    )
+    todo_jobs = [(i, job) for i, job in zip(todo, jobs, strict=True) if job is not None]
+    attempts = rows.insert_many(
+        Attempt,
+        ("uid",),
+        [
+            {
+                "uid": starts[i].identity.attempt,
+                "job_id": job.pk,
+                "number": 1,
+                "node": nodes[starts[i].hostname],
+                "started_at": starts[i].at,
+                "last_heartbeat_at": starts[i].at,
+                "cores": starts[i].cores or 1,
+                "batch_id": starts[i].batch_id,
+                "status": Attempt.Status.RUNNING,
+            }
+            for i, job in todo_jobs
+        ],
+    )
+    for (i, job), attempt in zip(todo_jobs, attempts, strict=True):
+        if attempt is None:
+            # Inserted meanwhile by another transaction (a Loki push creates
+            # attempts too): the caller redoes the batch event by event.
+            raise RuntimeError(f"attempt {starts[i].identity.attempt} appeared during the batch")
+        job.stage = stage_of[i]
+        attempt.job = job
+        attempt.created = True
+        out[i] = attempt
+    return out
 
 
 def attempt_record_heartbeat(

@@ -494,3 +494,48 @@ def test_the_queued_fast_path_answers_429_as_drf_does(api, stage, settings):
     assert int(r["Retry-After"]) >= 1
     assert r.json()["error"] == "throttled"
     assert IngestEvent.objects.count() == 2
+
+
+def test_starts_drained_together_keep_the_single_path_rules(api, stage, experiment):
+    """New attempts of new jobs are inserted together; a retry, a second new
+    attempt of a job in the same batch and an unknown stage take the single
+    path's way; nodes are created once and updated when their site changes."""
+    from prodmon.models import Node
+
+    first = uuid.uuid4()
+    post(api, "start", ident(first, "retry.root", host="wn-old", site="OLD"))
+    queue.queue_drain()
+    retry, a, b, same_job_1, same_job_2, lost = (uuid.uuid4() for _ in range(6))
+    post(api, "start", ident(retry, "retry.root", host="wn-old", site="NEW", cores=4))
+    post(api, "start", ident(a, "a.root", host="wn-new", site="X", node={"os": "el9"}))
+    post(api, "start", ident(b, "b.root", host="wn-new", site="X", node={"gpu": True}))
+    post(api, "start", ident(same_job_1, "twice.root", host="wn-old", site="NEW"))
+    post(api, "start", ident(same_job_2, "twice.root", host="wn-old", site="NEW"))
+    post(api, "start", ident(lost, "x.root", host="wn-old", stage="nostage"))
+
+    with CaptureQueriesContext(connection) as queries:
+        result = queue.queue_drain()
+
+    assert (result.applied, result.rejected) == (5, 1)
+    attempt_inserts = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith('INSERT INTO "prodmon_attempt"') and q["sql"].count("), (") >= 2
+    ]
+    assert len(attempt_inserts) == 1  # a, b and the first of twice.root together
+    assert Attempt.objects.get(uid=retry).number == 2
+    assert Attempt.objects.get(uid=retry).cores == 4
+    assert Job.objects.get(key="retry.root").attempt_count == 2
+    twice = Job.objects.get(key="twice.root")
+    assert twice.attempt_count == 2
+    assert sorted(twice.attempts.values_list("number", flat=True)) == [1, 2]
+    assert twice.state == Job.State.RUNNING
+    new = Node.objects.get(hostname="wn-new")
+    assert new.site == "X"
+    assert new.properties == {"os": "el9", "gpu": True}
+    assert Attempt.objects.get(uid=a).node == new
+    assert Node.objects.get(hostname="wn-old").site == "NEW"
+    assert Job.objects.get(key="a.root").state == Job.State.RUNNING
+    note = IngestEvent.objects.get(state="rejected").note
+    assert note.startswith("stage")
+    assert "nostage" in note
