@@ -40,6 +40,7 @@ from django.utils.dateparse import parse_datetime
 from logserver.models import IngestEvent, IngestToken
 from logserver.services import (
     IngestOutcome,
+    ends_apply,
     event_apply,
     followups,
     heartbeats_apply,
@@ -179,10 +180,11 @@ def _apply_row(row: _Row, experiments: dict[int, Experiment]) -> None:
 
 def _apply_batch(rows: list[_Row], experiments: dict[int, Experiment]) -> None:
     """Apply a batch in rounds: round k holds the k-th event of each attempt,
-    so an attempt's events keep their order. In a round the starts are
-    applied together (starts_apply: new attempts of new jobs; the rest one by
-    one), then the ends one by one, then the heartbeats together
-    (heartbeats_apply); events of different attempts commute, as they do
+    so an attempt's events keep their order. In a round the starts, then the
+    ends, then the heartbeats are applied together (starts_apply: new attempts
+    of new jobs; ends_apply: open attempts of jobs with no good attempt, one
+    per job; heartbeats_apply: attempts already recorded); what those leave is
+    applied one by one. Events of different attempts commute, as they do
     between concurrent requests in the inline mode."""
     rounds: list[list[_Row]] = []
     seen: dict[str, int] = {}
@@ -198,9 +200,9 @@ def _apply_batch(rows: list[_Row], experiments: dict[int, Experiment]) -> None:
         starts = [row for row in group if row.kind == "start"]
         if starts:
             _apply_together(starts_apply, starts, experiments)
-        for row in group:
-            if row.kind == "end":
-                _apply_row(row, experiments)
+        ends = [row for row in group if row.kind == "end"]
+        if ends:
+            _apply_together(ends_apply, ends, experiments)
         beats = [row for row in group if row.kind == "heartbeat"]
         if beats:
             _apply_together(heartbeats_apply, beats, experiments)
@@ -208,7 +210,7 @@ def _apply_batch(rows: list[_Row], experiments: dict[int, Experiment]) -> None:
 
 def _apply_together(apply, group: list[_Row], experiments: dict[int, Experiment]) -> None:
     """Events of one kind and distinct attempts through `apply` (starts_apply,
-    heartbeats_apply); those it leaves (None) one by one."""
+    ends_apply, heartbeats_apply); those it leaves (None) one by one."""
     items = [
         (_experiment(row, experiments), row.data, row.data.get("time") or row.received_at)
         for row in group

@@ -224,6 +224,39 @@ def starts_apply(items: list[tuple[Experiment, dict, dt.datetime]]) -> list:
     return attempts
 
 
+def ends_apply(items: list[tuple[Experiment, dict, dt.datetime]]) -> list:
+    """Apply validated ends of distinct attempts together (the queue drain);
+    see prodmon.services.attempts_record_ends. Per end: its Attempt, None
+    (apply it with `event_apply`) or the IdentityError that refused it."""
+    specs = []
+    for experiment, data, at in items:
+        log = data.get("log")
+        specs.append(
+            production.EndSpec(
+                experiment=experiment,
+                identity=_identity(data),
+                at=at,
+                exit_code=data.get("exit_code"),
+                signal=data.get("signal"),
+                metrics=_metrics(data),
+                outputs=tuple(_outputs(data)),
+                reported_success=data.get("success"),
+                log_end=log["offset"] + len(log["bytes"]) if log else None,
+            )
+        )
+    attempts = production.attempts_record_ends(ends=specs)
+    chunks = []
+    for attempt, (_, data, at) in zip(attempts, items, strict=True):
+        if not isinstance(attempt, Attempt):
+            continue
+        if data.get("log"):
+            chunks.append((attempt, data["log"]["offset"], data["log"]["bytes"], at))
+        stage_id, attempt_id = attempt.job.stage_id, attempt.pk
+        transaction.on_commit(lambda s=stage_id, a=attempt_id: _after_attempt_end(s, a))
+    log_chunks_store(chunks)
+    return attempts
+
+
 def _index_soon(attempt_id: int) -> None:
     # Never fail an acknowledged ingest over indexing: the reconciler catches up.
     from logserver.indexing import log_index_enqueue
@@ -239,6 +272,19 @@ def _index_soon(attempt_id: int) -> None:
 
 def _metrics(data: dict) -> production.Metrics:
     return production.Metrics(**(data.get("metrics") or {}))
+
+
+def _outputs(data: dict) -> list[production.OutputSpec]:
+    return [
+        production.OutputSpec(
+            name=o["name"],
+            size=o["size"],
+            checksum=o.get("checksum", ""),
+            events=o.get("events"),
+            parents=tuple(o.get("parents", ())),
+        )
+        for o in data.get("outputs", ())
+    ]
 
 
 def _identity(data: dict) -> production.AttemptIdentity:
@@ -270,16 +316,7 @@ def _apply(
             experiment=experiment, identity=identity, at=at, metrics=_metrics(data), log_end=log_end
         )
     elif kind == "end":
-        outputs = [
-            production.OutputSpec(
-                name=o["name"],
-                size=o["size"],
-                checksum=o.get("checksum", ""),
-                events=o.get("events"),
-                parents=tuple(o.get("parents", ())),
-            )
-            for o in data.get("outputs", ())
-        ]
+        outputs = _outputs(data)
         attempt, applied = production.attempt_record_end(
             experiment=experiment,
             identity=identity,

@@ -235,3 +235,31 @@ def insert_many(model: type[models.Model], conflict: tuple[str, ...], rows_value
         obj._state.db = connection.alias
         out.append(obj)
     return out
+
+
+def insert_rows(model: type[models.Model], rows_values: list[dict]) -> None:
+    """INSERT many rows in one statement; a row that hits a unique constraint
+    is skipped (ON CONFLICT DO NOTHING), as bulk_create(ignore_conflicts=True)."""
+    if not rows_values:
+        return
+    qn = connection.ops.quote_name
+    now = timezone.now()
+    fields = [f for f in _fields(model) if not (f.primary_key or f.generated)]
+    params = []
+    for values in rows_values:
+        obj = model()
+        for field in fields:
+            if field.name in values:
+                setattr(obj, field.name, values[field.name])
+            elif field.attname in values:
+                setattr(obj, field.attname, values[field.attname])
+            elif getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+                setattr(obj, field.attname, now)
+            params.append(field.get_db_prep_save(getattr(obj, field.attname), connection))
+    row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table(model)} ({', '.join(qn(f.column) for f in fields)}) "  # noqa: S608
+            f"VALUES {', '.join([row_sql] * len(rows_values))} ON CONFLICT DO NOTHING",
+            params,
+        )

@@ -748,40 +748,18 @@ def attempt_record_end(
         rows.update(attempt, ["log_bytes"])
         return attempt, False
 
-    succeeded = exit_code == 0 and signal is None and reported_success is not False
-    attempt.status = Attempt.Status.SUCCEEDED if succeeded else Attempt.Status.FAILED
-    attempt.ended_at = at
-    attempt.exit_code = exit_code
-    attempt.signal = signal
-    attempt.reported_success = reported_success
-    if attempt.started_at is None:
-        attempt.started_at = (
-            at if metrics.wall_s is None else at - dt.timedelta(seconds=metrics.wall_s)
-        )
-    _apply_metrics(attempt, metrics)
-
+    succeeded = _end_apply(
+        attempt,
+        at=at,
+        exit_code=exit_code,
+        signal=signal,
+        metrics=metrics,
+        reported_success=reported_success,
+    )
     outputs = list(outputs)
     if outputs:
         attempt.output_bytes = sum(o.size for o in outputs)
-        campaign_id = getattr(attempt, "_campaign_id", None) or job.stage.campaign_id
-        OutputFile.objects.bulk_create(
-            [
-                OutputFile(
-                    attempt=attempt,
-                    job=job,
-                    stage_id=job.stage_id,
-                    campaign_id=campaign_id,
-                    name=o.name,
-                    size=o.size,
-                    checksum=o.checksum,
-                    events=o.events,
-                    parents=list(o.parents),
-                    created_at=at,
-                )
-                for o in outputs
-            ],
-            ignore_conflicts=True,
-        )
+        rows.insert_rows(OutputFile, _output_rows(attempt, job, outputs, at))
 
     if succeeded:
         if job.good_attempt_id is None:
@@ -803,6 +781,164 @@ def attempt_record_end(
     rows.update(attempt, _ATTEMPT_END_FIELDS)
     rows.update(job, ["good_attempt", "state", "duplicate_completions", "updated_at"])
     return attempt, True
+
+
+def _end_apply(
+    attempt: Attempt,
+    *,
+    at: dt.datetime,
+    exit_code: int | None,
+    signal: int | None,
+    metrics: Metrics,
+    reported_success: bool | None,
+) -> bool:
+    """An end's changes to the locked, open attempt; whether it succeeded."""
+    succeeded = exit_code == 0 and signal is None and reported_success is not False
+    attempt.status = Attempt.Status.SUCCEEDED if succeeded else Attempt.Status.FAILED
+    attempt.ended_at = at
+    attempt.exit_code = exit_code
+    attempt.signal = signal
+    attempt.reported_success = reported_success
+    if attempt.started_at is None:
+        attempt.started_at = (
+            at if metrics.wall_s is None else at - dt.timedelta(seconds=metrics.wall_s)
+        )
+    _apply_metrics(attempt, metrics)
+    return succeeded
+
+
+def _output_rows(attempt: Attempt, job: Job, outputs: list, at: dt.datetime) -> list[dict]:
+    campaign_id = getattr(attempt, "_campaign_id", None) or job.stage.campaign_id
+    return [
+        {
+            "attempt_id": attempt.pk,
+            "job_id": job.pk,
+            "stage_id": job.stage_id,
+            "campaign_id": campaign_id,
+            "name": o.name,
+            "size": o.size,
+            "checksum": o.checksum,
+            "events": o.events,
+            "parents": list(o.parents),
+            "created_at": at,
+        }
+        for o in outputs
+    ]
+
+
+@dataclass(frozen=True)
+class EndSpec:
+    experiment: Experiment
+    identity: AttemptIdentity
+    at: dt.datetime
+    exit_code: int | None
+    signal: int | None
+    metrics: Metrics
+    outputs: tuple = ()
+    reported_success: bool | None = None
+    log_end: int | None = None
+
+
+def attempts_record_ends(*, ends: list[EndSpec]) -> list[Attempt | IdentityError | None]:
+    """attempt_record_end for the usual ends, together: an open attempt whose
+    job has no good attempt yet, one end per job in the batch. One SELECT of
+    the attempts, one locking the jobs, one locking the attempts, one for
+    other open attempts of the failed ones' jobs, an INSERT of all outputs,
+    one UPDATE of the attempts and one of the jobs. Per end: its Attempt
+    (ended here); the IdentityError that refused it; or None where this path
+    does not apply (an unseen or already ended attempt, a second success of a
+    job, a second end of a job in the batch): the caller applies that one
+    with attempt_record_end."""
+    uids = [_UID.get_db_prep_value(x.identity.attempt, connection) for x in ends]
+    if len(set(uids)) != len(uids):
+        raise ValueError("a batch of ends must name each attempt once")
+    marks = ", ".join(["%s"] * len(uids))
+    names_sql = (
+        f"SELECT {rows.select_list(Attempt, 'a')}, c.experiment_id, c.name, s.name, j.key, c.id "  # noqa: S608
+        f"FROM {rows.table(Attempt)} a JOIN {rows.table(Job)} j ON j.id = a.job_id "
+        f"JOIN {rows.table(Stage)} s ON s.id = j.stage_id "
+        f"JOIN {rows.table(Campaign)} c ON c.id = s.campaign_id WHERE a.uid IN ({marks})"
+    )
+    out: list[Attempt | IdentityError | None] = [None] * len(ends)
+    seen = {a.uid: a for a, _ in rows.fetch_all(Attempt, names_sql, uids, extra=5)}
+    job_ids = sorted({a.job_id for a in seen.values()})
+    if not job_ids:
+        return out
+    jobs = {
+        j.pk: j
+        for j, _ in rows.fetch_all(
+            Job,
+            f"SELECT {rows.select_list(Job, 'j')} FROM {rows.table(Job)} j "  # noqa: S608
+            f"WHERE j.id IN ({', '.join(['%s'] * len(job_ids))}) ORDER BY j.id"
+            f"{rows.for_update()}",
+            job_ids,
+        )
+    }
+    locked = {}
+    for attempt, names in rows.fetch_all(
+        Attempt, names_sql + f" ORDER BY a.id{rows.for_update('a')}", uids, extra=5
+    ):
+        attempt._names, attempt._campaign_id = names[:4], names[4]
+        locked[attempt.uid] = attempt
+    taken_jobs: set[int] = set()
+    mine: list[tuple[int, Attempt, Job, bool]] = []
+    for i, x in enumerate(ends):
+        attempt = locked.get(x.identity.attempt)
+        if attempt is None:
+            continue
+        try:
+            _check_identity(attempt, experiment=x.experiment, identity=x.identity)
+        except IdentityError as exc:
+            out[i] = exc
+            continue
+        job = jobs[attempt.job_id]
+        succeeded = x.exit_code == 0 and x.signal is None and x.reported_success is not False
+        if attempt.is_ended or job.pk in taken_jobs or job.good_attempt_id is not None:
+            continue
+        taken_jobs.add(job.pk)
+        if x.log_end is not None and x.log_end > attempt.log_bytes:
+            attempt.log_bytes = x.log_end
+        _end_apply(
+            attempt,
+            at=x.at,
+            exit_code=x.exit_code,
+            signal=x.signal,
+            metrics=x.metrics,
+            reported_success=x.reported_success,
+        )
+        attempt.job = job
+        mine.append((i, attempt, job, succeeded))
+    if not mine:
+        return out
+    failed = [(attempt, job) for _, attempt, job, ok in mine if not ok]
+    still_open: set[int] = set()
+    if failed:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT DISTINCT job_id FROM {rows.table(Attempt)} "  # noqa: S608
+                f"WHERE job_id IN ({', '.join(['%s'] * len(failed))}) "
+                f"AND id NOT IN ({', '.join(['%s'] * len(failed))}) AND status IN (%s, %s)",
+                [*(j.pk for _, j in failed), *(a.pk for a, _ in failed), *OPEN_STATUSES],
+            )
+            still_open = {row[0] for row in cursor.fetchall()}
+    outputs = []
+    for i, attempt, job, ok in mine:
+        x = ends[i]
+        if x.outputs:
+            attempt.output_bytes = sum(o.size for o in x.outputs)
+            outputs += _output_rows(attempt, job, list(x.outputs), x.at)
+        if ok:
+            job.good_attempt = attempt
+            job.state = Job.State.SUCCEEDED
+        else:
+            job.state = Job.State.RUNNING if job.pk in still_open else Job.State.FAILED
+        out[i] = attempt
+    rows.insert_rows(OutputFile, outputs)
+    rows.update_many([a for _, a, _, _ in mine], _ATTEMPT_END_FIELDS)
+    rows.update_many(
+        [j for _, _, j, _ in mine], ["good_attempt", "state", "duplicate_completions", "updated_at"]
+    )
+    return out
 
 
 def attempt_queue(*, job: Job, submission=None) -> Attempt:

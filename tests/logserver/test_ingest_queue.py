@@ -539,3 +539,59 @@ def test_starts_drained_together_keep_the_single_path_rules(api, stage, experime
     note = IngestEvent.objects.get(state="rejected").note
     assert note.startswith("stage")
     assert "nostage" in note
+
+
+def test_ends_drained_together_keep_the_single_path_rules(api, stage):
+    """Ends of open attempts of jobs without a good attempt are applied
+    together; the job states are those of the single path, and a second
+    success, two ends of one job and an unseen attempt take the single path."""
+    u = {name: uuid.uuid4() for name in ("a", "b1", "b2", "c", "d1", "d2", "e1", "e2", "new")}
+    jobs = {"a": "a", "b1": "b", "b2": "b", "c": "c", "d1": "d", "d2": "d", "e1": "e", "e2": "e"}
+    for name, job in jobs.items():
+        post(api, "start", ident(u[name], f"{job}.root", host="wn1"))
+    post(api, "end", ident(u["d1"], "d.root", exit_code=0))
+    queue.queue_drain()
+
+    post(
+        api,
+        "end",
+        ident(
+            u["a"],
+            "a.root",
+            exit_code=0,
+            outputs=[{"name": "a.out", "size": 7, "parents": ["in.root"]}],
+            log={"offset": 0, "data": "bye\n"},
+        ),
+    )
+    post(api, "end", ident(u["b1"], "b.root", exit_code=1))
+    post(api, "end", ident(u["c"], "c.root", signal=9))
+    post(api, "end", ident(u["d2"], "d.root", exit_code=0))
+    post(api, "end", ident(u["e1"], "e.root", exit_code=0))
+    post(api, "end", ident(u["e2"], "e.root", exit_code=0))
+    post(api, "end", ident(u["new"], "new.root", exit_code=3))
+
+    with CaptureQueriesContext(connection) as queries:
+        assert queue.queue_drain().applied == 7
+
+    job_updates = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith("WITH v(") and "prodmon_job" in q["sql"]
+    ]
+    assert len(job_updates) == 1
+    a = Attempt.objects.get(uid=u["a"])
+    assert a.job.state == Job.State.SUCCEEDED
+    assert a.job.good_attempt_id == a.pk
+    assert a.outputs.get().parents == ["in.root"]
+    assert a.output_bytes == 7
+    assert a.log_bytes == 4
+    assert Job.objects.get(key="b.root").state == Job.State.RUNNING  # b2 still runs
+    assert Job.objects.get(key="c.root").state == Job.State.FAILED
+    assert Attempt.objects.get(uid=u["c"]).signal == 9
+    d2 = Attempt.objects.get(uid=u["d2"])
+    assert d2.is_duplicate_completion
+    assert d2.job.duplicate_completions == 1
+    e = Job.objects.get(key="e.root")
+    assert e.state == Job.State.SUCCEEDED
+    assert e.duplicate_completions == 1
+    assert Attempt.objects.get(uid=u["new"]).job.state == Job.State.FAILED
