@@ -115,65 +115,49 @@ class Node(threading.Thread):
 
 
 @contextmanager
+def restartable(env, argv: list[str]):
+    """A process of ours (`argv`), and a function that starts it again after
+    a scenario killed it. Yields ({"proc": the current process}, start)."""
+    holder = {}
+
+    def start():
+        holder["proc"] = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        return holder["proc"]
+
+    start()
+    try:
+        yield holder, start
+    finally:
+        holder["proc"].terminate()
+        try:
+            holder["proc"].wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            holder["proc"].kill()
+
+
 def celery_worker(env):
-    holder = {}
-
-    def start():
-        holder["proc"] = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "prodmon",
-                "worker",
-                "--pool=solo",
-                "--without-gossip",
-                "--without-mingle",
-                "-l",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        return holder["proc"]
-
-    start()
-    try:
-        yield holder, start
-    finally:
-        holder["proc"].terminate()
-        try:
-            holder["proc"].wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            holder["proc"].kill()
+    return restartable(
+        env,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "prodmon",
+            "worker",
+            "--pool=solo",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "warning",
+        ],
+    )
 
 
-@contextmanager
 def ingest_drain(env):
-    holder = {}
-
-    def start():
-        holder["proc"] = subprocess.Popen(
-            [sys.executable, "manage.py", "ingest_drain"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        return holder["proc"]
-
-    start()
-    try:
-        yield holder, start
-    finally:
-        holder["proc"].terminate()
-        try:
-            holder["proc"].wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            holder["proc"].kill()
+    return restartable(env, [sys.executable, "manage.py", "ingest_drain"])
 
 
 def _metric_by_status(url, name) -> dict[str, float]:

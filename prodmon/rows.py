@@ -185,16 +185,11 @@ def insert(model: type[models.Model], conflict: tuple[str, ...] = (), **values):
     return obj
 
 
-def insert_many(model: type[models.Model], conflict: tuple[str, ...], rows_values: list[dict]):
-    """`insert` of many rows in one statement, ON CONFLICT (`conflict`) DO
-    NOTHING. Returns, per row, its instance, or None where a row with the
-    same `conflict` values existed (or came earlier in `rows_values`)."""
-    if not rows_values:
-        return []
-    qn = connection.ops.quote_name
+def _built(model: type[models.Model], rows_values: list[dict]):
+    """(fields, instances, params) of rows to INSERT: every field not given
+    takes its default (auto_now and auto_now_add: now)."""
     now = timezone.now()
     fields = [f for f in _fields(model) if not (f.primary_key or f.generated)]
-    conflict_fields = [model._meta.get_field(n) for n in conflict]
     objs, params = [], []
     for values in rows_values:
         obj = model()
@@ -207,6 +202,18 @@ def insert_many(model: type[models.Model], conflict: tuple[str, ...], rows_value
                 setattr(obj, field.attname, now)
             params.append(field.get_db_prep_save(getattr(obj, field.attname), connection))
         objs.append(obj)
+    return fields, objs, params
+
+
+def insert_many(model: type[models.Model], conflict: tuple[str, ...], rows_values: list[dict]):
+    """`insert` of many rows in one statement, ON CONFLICT (`conflict`) DO
+    NOTHING. Returns, per row, its instance, or None where a row with the
+    same `conflict` values existed (or came earlier in `rows_values`)."""
+    if not rows_values:
+        return []
+    qn = connection.ops.quote_name
+    fields, objs, params = _built(model, rows_values)
+    conflict_fields = [model._meta.get_field(n) for n in conflict]
     row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
     targets = ", ".join(qn(f.column) for f in conflict_fields)
     returning = ", ".join([qn(model._meta.pk.column), *(qn(f.column) for f in conflict_fields)])
@@ -243,19 +250,7 @@ def insert_rows(model: type[models.Model], rows_values: list[dict]) -> None:
     if not rows_values:
         return
     qn = connection.ops.quote_name
-    now = timezone.now()
-    fields = [f for f in _fields(model) if not (f.primary_key or f.generated)]
-    params = []
-    for values in rows_values:
-        obj = model()
-        for field in fields:
-            if field.name in values:
-                setattr(obj, field.name, values[field.name])
-            elif field.attname in values:
-                setattr(obj, field.attname, values[field.attname])
-            elif getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
-                setattr(obj, field.attname, now)
-            params.append(field.get_db_prep_save(getattr(obj, field.attname), connection))
+    fields, _, params = _built(model, rows_values)
     row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
     with connection.cursor() as cursor:
         cursor.execute(
