@@ -119,7 +119,7 @@ class LogIndexCursorAdmin(admin.ModelAdmin):
 class IngestEventAdmin(admin.ModelAdmin):
     """Ingested events; in the queued mode, those waiting or rejected, with why."""
 
-    list_display = ["event_id", "experiment", "kind", "state", "received_at", "applied_at", "note"]
+    list_display = ["event_id", "experiment", "kind", "state", "note", "received_at"]
     list_filter = ["state", "kind", "experiment"]
     search_fields = ["event_id"]
     readonly_fields = [f.name for f in IngestEvent._meta.fields]
